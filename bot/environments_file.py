@@ -1,0 +1,179 @@
+"""The environments file (TOML): parsed, validated, and resolved into typed environments.
+
+Defaults follow the runbook's layout: `instances/<env>/.env` and `instances/<env>/backups/`,
+relative to the file's folder, so a team that used the shell scripts points the bot at the
+same folders.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from services.environments import (
+    ApprovalPolicy,
+    Contacts,
+    Environment,
+    GitTarget,
+    HealthConfig,
+    Strategy,
+)
+from services.errors import ConfigError
+from services.pgtools import mask_password
+
+
+class EnvironmentEntry(BaseModel):
+    """One `[environments.<name>]` table as written in the file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    compose_project: str | None = None
+    database_url: str | None = None
+    database_password_env: str | None = None
+    database_url_env: str | None = None
+    backups_dir: Path | None = None
+    env_file: Path | None = None
+    stop_timeout_seconds: float = Field(default=10.0, gt=0)
+    restore_jobs: int = Field(default=2, ge=1)
+    strategy: Strategy = Strategy.IN_PLACE
+    health: HealthConfig = HealthConfig()
+    approval: ApprovalPolicy = ApprovalPolicy()
+    contacts: Contacts = Contacts()
+    git: GitTarget | None = None
+
+
+class EnvironmentsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    instances_dir: Path = Path("instances")
+    environments: dict[str, EnvironmentEntry] = Field(min_length=1)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _read_env_file(path: Path | None) -> dict[str, str]:
+    if path is None or not path.is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def _database_url(
+    name: str, entry: EnvironmentEntry, env_file_values: Mapping[str, str], problems: list[str]
+) -> str | None:
+    """The environment's URL with its password, from the file, the process or the .env file."""
+
+    def lookup(variable: str) -> str | None:
+        return os.environ.get(variable) or env_file_values.get(variable)
+
+    key = f"environments.{name}"
+    if entry.database_url_env:
+        url = lookup(entry.database_url_env)
+        if not url:
+            problems.append(f"{key}.database_url_env: variable {entry.database_url_env} is not set")
+        return url
+    if entry.database_url:
+        parts = urlsplit(entry.database_url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            problems.append(f"{key}.database_url: must start with postgresql://")
+            return None
+        if parts.password:
+            problems.append(
+                f"{key}.database_url: must not contain a password; name the variable that "
+                "holds it in database_password_env"
+            )
+            return None
+        if not entry.database_password_env:
+            return entry.database_url
+        password = lookup(entry.database_password_env)
+        if password is None:
+            problems.append(
+                f"{key}.database_password_env: variable {entry.database_password_env} is not set"
+            )
+            return None
+        user = parts.username or "postgres"
+        host = parts.netloc.rsplit("@", 1)[-1]
+        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+        return parts._replace(netloc=netloc).geturl()
+    # The runbook's instance .env: the variables of the official postgres image.
+    database = env_file_values.get("POSTGRES_DB")
+    if not database:
+        problems.append(
+            f"{key}.database_url: not set, and no POSTGRES_DB in the environment's .env file"
+        )
+        return None
+    user = env_file_values.get("POSTGRES_USER", "postgres")
+    password = env_file_values.get("POSTGRES_PASSWORD", "")
+    host = env_file_values.get("POSTGRES_HOST", "127.0.0.1")
+    port = env_file_values.get("POSTGRES_PORT", "5432")
+    secret = f":{quote(password, safe='')}" if password else ""
+    return f"postgresql://{quote(user, safe='')}{secret}@{host}:{port}/{database}"
+
+
+def load_environments(path: Path) -> dict[str, Environment]:
+    """Read and check the whole file; every problem is reported, one line each."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: environments file not found (set ROLLBACK_CONFIG)"]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([f"{path}: cannot be read: {error}"]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{path}: not valid TOML: {error}"]) from None
+    try:
+        parsed = EnvironmentsFile.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(
+            [f"{path}: {_location(e['loc'])}: {e['msg']}" for e in error.errors()]
+        ) from None
+
+    base = path.resolve().parent
+    instances = base / parsed.instances_dir
+    problems: list[str] = []
+    environments: dict[str, Environment] = {}
+    for name, entry in parsed.environments.items():
+        if not name.replace("-", "").replace("_", "").isalnum():
+            problems.append(f"environments.{name}: name must be letters, digits, - or _")
+            continue
+        env_file = base / entry.env_file if entry.env_file else instances / name / ".env"
+        backups_dir = (
+            base / entry.backups_dir if entry.backups_dir else instances / name / "backups"
+        )
+        url = _database_url(name, entry, _read_env_file(env_file), problems)
+        if url is None:
+            continue
+        environments[name] = Environment(
+            name=name,
+            compose_project=entry.compose_project or name,
+            database_url=SecretStr(url),
+            database_display=mask_password(url),
+            backups_dir=backups_dir,
+            env_file=env_file if env_file.exists() else None,
+            stop_timeout_seconds=entry.stop_timeout_seconds,
+            restore_jobs=entry.restore_jobs,
+            strategy=entry.strategy,
+            health=entry.health,
+            approval=entry.approval,
+            contacts=entry.contacts,
+            git=entry.git.model_copy(update={"repository": base / entry.git.repository})
+            if entry.git
+            else None,
+        )
+    for name, environment in environments.items():
+        if not environment.backups_dir.is_dir():
+            problems.append(
+                f"environments.{name}.backups_dir: {environment.backups_dir} is not a folder"
+            )
+    if problems:
+        raise ConfigError([f"{path}: {p}" for p in problems])
+    return environments

@@ -1,0 +1,55 @@
+"""Opening and closing the bot's resources: one owner for the pool, the engine, the session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import aiodocker
+import aiohttp
+import asyncpg
+
+from bot.settings import Settings
+from services.bundle import Services
+from services.containers import DockerRuntime
+from services.environments import Environment
+from services.errors import ConfigError, DatabaseError
+from services.pgtools import find_pg_tools, mask_password
+from services.run_store import RunStore, migrate
+
+
+async def open_store_pool(settings: Settings) -> asyncpg.Pool:
+    if settings.database_url is None:
+        raise ConfigError(["DATABASE_URL: not set (the bot's own database, for the run store)"])
+    url = settings.database_url.get_secret_value()
+    try:
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=10, timeout=10)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        raise DatabaseError(
+            f"Cannot open the run store at {mask_password(url)}", str(error)
+        ) from error
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, environments: Mapping[str, Environment]
+) -> AsyncIterator[Services]:
+    """Everything the services need, opened once and closed in reverse order."""
+    tools = find_pg_tools(settings.pg_bin)
+    async with AsyncExitStack() as stack:
+        pool = await open_store_pool(settings)
+        stack.push_async_callback(pool.close)
+        await migrate(pool)
+        docker = aiodocker.Docker()
+        stack.push_async_callback(docker.close)
+        http = aiohttp.ClientSession()
+        stack.push_async_callback(http.close)
+        yield Services(
+            environments=environments,
+            runtime=DockerRuntime(docker),
+            http=http,
+            tools=tools,
+            store=RunStore(pool),
+        )

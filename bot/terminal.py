@@ -1,0 +1,109 @@
+"""The command line's view of a run: a live step list on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from services import humanize
+from services.backups import Backup
+from services.events import EXECUTE_STEPS, STEP_LABELS, EventKind, Step, StepEvent
+from services.workflow import RollbackPlan, RollbackResult
+
+MARKS = {"pending": "·", "running": "⏳", "done": "✓", "failed": "✗"}
+
+
+def plan_lines(plan: RollbackPlan) -> list[str]:
+    env = plan.environment
+    backup = plan.backup
+    age = humanize.age(plan.backup_age_seconds)
+    lines = [
+        f"Rollback plan for {env.name}",
+        f"  database      {env.database_display}",
+        f"  backup        {backup.name} ({humanize.size(backup.size_bytes)}, "
+        f"taken {backup.created_at:%Y-%m-%d %H:%M:%S} UTC, {age} ago, "
+        f"{len(plan.archive.tables)} tables)",
+        f"  data loss     everything written since {backup.created_at:%Y-%m-%d %H:%M:%S} UTC "
+        f"({age}) leaves the live database; it stays in the safety backup",
+        f"  containers    {len(plan.containers)} of Compose project {env.compose_project}:",
+    ]
+    lines += [f"                  {c.name} ({c.state})" for c in plan.containers]
+    lines += [
+        f"  safety backup {plan.safety_backup}",
+        "  steps         " + " → ".join(STEP_LABELS[s] for s in EXECUTE_STEPS),
+    ]
+    return lines
+
+
+def backup_lines(backups: list[Backup]) -> list[str]:
+    if not backups:
+        return ["No backups."]
+    width = max(len(b.name) for b in backups)
+    lines = [f"{'NAME':<{width}}  {'SIZE':>9}  {'TAKEN (UTC)':<19}  AGE"]
+    for backup in backups:
+        lines.append(
+            f"{backup.name:<{width}}  {humanize.size(backup.size_bytes):>9}  "
+            f"{backup.created_at:%Y-%m-%d %H:%M:%S}  {humanize.age(backup.age_seconds())}"
+        )
+    return lines
+
+
+class StepView:
+    """Renders step events: redraws the step list on a TTY, appends lines elsewhere."""
+
+    def __init__(self, out: TextIO | None = None, live: bool | None = None) -> None:
+        self.out = out or sys.stdout
+        self.live = self.out.isatty() if live is None else live
+        self.rows: dict[Step, list[str]] = {}
+        self.drawn = 0
+        self.began = time.monotonic()
+
+    def _row(self, step: Step, mark: str, detail: str = "") -> list[str]:
+        return [mark, STEP_LABELS[step], detail]
+
+    async def __call__(self, event: StepEvent) -> None:
+        seconds = f"{event.seconds:.1f} s" if event.seconds is not None else ""
+        if event.kind is EventKind.STARTED:
+            row = self._row(event.step, MARKS["running"])
+        elif event.kind is EventKind.PROGRESS:
+            row = self._row(event.step, MARKS["running"], event.message)
+        elif event.kind is EventKind.FINISHED:
+            row = self._row(event.step, MARKS["done"], f"{seconds}  {event.message}".strip())
+        else:
+            row = self._row(event.step, MARKS["failed"], f"{seconds}  {event.message}".strip())
+        self.rows[event.step] = row
+        if self.live:
+            self._redraw()
+        else:
+            elapsed = time.monotonic() - self.began
+            self.out.write(f"[{elapsed:6.1f}s] {row[0]} {row[1]}  {row[2]}".rstrip() + "\n")
+            self.out.flush()
+
+    def _redraw(self) -> None:
+        if self.drawn:
+            self.out.write(f"\x1b[{self.drawn}F")
+        for mark, label, detail in self.rows.values():
+            self.out.write(f"\x1b[2K  {mark} {label:<36} {detail}\n")
+        self.drawn = len(self.rows)
+        self.out.flush()
+
+
+def result_lines(result: RollbackResult) -> list[str]:
+    lines = ["", "Rollback " + ("SUCCEEDED" if result.ok else "FAILED") + f" (run {result.run_id})"]
+    if result.error:
+        lines.append(f"  error         {result.error}")
+    lines.append(f"  state         {result.environment_state}")
+    if result.downtime_seconds is not None:
+        lines.append(f"  downtime      {humanize.duration(result.downtime_seconds)}")
+    if result.safety_backup:
+        lines.append(f"  safety backup {result.safety_backup.path}")
+    if result.health:
+        lines.append("  health")
+        for check in result.health.results:
+            mark = MARKS["done"] if check.ok else MARKS["failed"]
+            lines.append(
+                f"    {mark} {check.name:<14} {check.detail}  "
+                f"({check.latency_seconds * 1000:.0f} ms, {check.attempts} attempt(s))"
+            )
+    return lines

@@ -1,0 +1,29 @@
+"""The services bundle: resources opened once by bot/ and handed to every service call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from services.containers import Runtime
+from services.environments import Environment
+from services.errors import UnknownEnvironment
+from services.pgtools import PgTools
+from services.run_store import RunStore
+
+
+@dataclass(frozen=True)
+class Services:
+    environments: Mapping[str, Environment]
+    runtime: Runtime
+    http: aiohttp.ClientSession
+    tools: PgTools
+    store: RunStore
+
+    def environment(self, name: str) -> Environment:
+        try:
+            return self.environments[name]
+        except KeyError:
+            raise UnknownEnvironment(name, sorted(self.environments)) from None

@@ -1,0 +1,129 @@
+"""The environment's containers: a small runtime interface, and its Docker (aiodocker) version."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiodocker
+import aiohttp
+
+from services.errors import ContainerError, EngineUnavailable
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    service: str
+    state: str  # Docker's: running, exited, created, paused, restarting, dead
+    health: str | None = None  # healthy / unhealthy / starting when the image defines a check
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+@dataclass(frozen=True)
+class ContainerOutcome:
+    container: Container
+    ok: bool
+    seconds: float
+    error: str = ""
+
+
+class Runtime(Protocol):
+    """What the workflow needs from wherever the environment runs (Docker today)."""
+
+    async def ping(self) -> None: ...
+
+    async def containers(self, project: str) -> list[Container]: ...
+
+    async def stop(
+        self, containers: Sequence[Container], timeout: float
+    ) -> list[ContainerOutcome]: ...
+
+    async def start(self, containers: Sequence[Container]) -> list[ContainerOutcome]: ...
+
+
+def _translate(error: BaseException) -> ContainerError:
+    if isinstance(error, aiodocker.DockerError):
+        message = error.message if isinstance(error.message, str) else str(error.message)
+        return ContainerError(f"Docker: {message}")
+    return EngineUnavailable(str(error) or type(error).__name__)
+
+
+_ENGINE_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError)
+
+
+class DockerRuntime:
+    """Compose projects on one Docker engine; the aiodocker client is owned by the caller."""
+
+    def __init__(self, docker: aiodocker.Docker) -> None:
+        self._docker = docker
+
+    async def ping(self) -> None:
+        try:
+            await self._docker.version()
+        except _ENGINE_ERRORS as error:
+            raise EngineUnavailable(str(error) or type(error).__name__) from error
+
+    async def containers(self, project: str) -> list[Container]:
+        """The project's service containers (one-off `run` containers excluded), by name."""
+        try:
+            found = await self._docker.containers.list(
+                all=True, filters={"label": [f"{PROJECT_LABEL}={project}"]}
+            )
+        except _ENGINE_ERRORS as error:
+            raise _translate(error) from error
+        containers = [self._describe(item._container) for item in found]
+        return sorted((c for c in containers if c is not None), key=lambda c: (c.service, c.name))
+
+    @staticmethod
+    def _describe(raw: dict[str, Any]) -> Container | None:
+        labels = raw.get("Labels") or {}
+        if str(labels.get(ONEOFF_LABEL, "False")).lower() == "true":
+            return None
+        names = raw.get("Names") or [raw["Id"][:12]]
+        status = str(raw.get("Status", ""))
+        health = None
+        for word in ("unhealthy", "healthy", "health: starting"):
+            if f"({word})" in status:
+                health = word.removeprefix("health: ")
+                break
+        return Container(
+            id=raw["Id"],
+            name=names[0].lstrip("/"),
+            service=str(labels.get(SERVICE_LABEL, "")),
+            state=str(raw.get("State", "unknown")),
+            health=health,
+        )
+
+    async def _one(self, container: Container, action: str, timeout: float) -> ContainerOutcome:
+        began = time.monotonic()
+        try:
+            handle = self._docker.containers.container(container.id)
+            if action == "stop":
+                # The engine sends SIGTERM, then SIGKILL after `t` seconds.
+                await handle.stop(t=max(1, round(timeout)))
+            else:
+                await handle.start()
+        except _ENGINE_ERRORS as error:
+            return ContainerOutcome(
+                container, False, time.monotonic() - began, str(_translate(error))
+            )
+        return ContainerOutcome(container, True, time.monotonic() - began)
+
+    async def stop(self, containers: Sequence[Container], timeout: float) -> list[ContainerOutcome]:
+        """Stop all at once; each outcome says whether that container stopped."""
+        return list(await asyncio.gather(*(self._one(c, "stop", timeout) for c in containers)))
+
+    async def start(self, containers: Sequence[Container]) -> list[ContainerOutcome]:
+        return list(await asyncio.gather(*(self._one(c, "start", 0) for c in containers)))

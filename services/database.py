@@ -1,0 +1,253 @@
+"""The environment's PostgreSQL database: ping, safety dump, transactional in-place restore."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from services import processes
+from services.backups import Backup, inspect_archive
+from services.errors import DatabaseError, RestoreFailed
+from services.pgtools import PgTools, libpq_environment
+
+# Empties the database inside the restore's own transaction, so that nothing created after
+# the backup survives (pg_restore --clean drops only what the dump knows) and an error
+# rolls everything back to the live data.
+WIPE_SQL = r"""
+DO $wipe$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT evtname FROM pg_event_trigger LOOP
+    EXECUTE format('DROP EVENT TRIGGER %I', r.evtname);
+  END LOOP;
+  FOR r IN SELECT pubname FROM pg_publication LOOP
+    EXECUTE format('DROP PUBLICATION %I', r.pubname);
+  END LOOP;
+  FOR r IN SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' LOOP
+    EXECUTE format('DROP EXTENSION IF EXISTS %I CASCADE', r.extname);
+  END LOOP;
+  FOR r IN SELECT nspname FROM pg_namespace
+           WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+             AND nspname NOT LIKE 'pg\_temp\_%' AND nspname NOT LIKE 'pg\_toast\_temp\_%' LOOP
+    EXECUTE format('DROP SCHEMA %I CASCADE', r.nspname);
+  END LOOP;
+  PERFORM lo_unlink(oid) FROM pg_largeobject_metadata;
+  FOR r IN SELECT fdwname FROM pg_foreign_data_wrapper LOOP
+    EXECUTE format('DROP FOREIGN DATA WRAPPER %I CASCADE', r.fdwname);
+  END LOOP;
+  -- The public schema as a new database has it; a dump only records changes to it.
+  IF current_setting('server_version_num')::int >= 150000 THEN
+    CREATE SCHEMA public AUTHORIZATION pg_database_owner;
+    GRANT USAGE ON SCHEMA public TO PUBLIC;
+  ELSE
+    CREATE SCHEMA public;
+    GRANT ALL ON SCHEMA public TO PUBLIC;
+  END IF;
+  COMMENT ON SCHEMA public IS 'standard public schema';
+END
+$wipe$;
+"""
+
+ProgressCallback = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """A database to act on: its URL (secret) and the client programs to use."""
+
+    url: str
+    tools: PgTools
+
+    @property
+    def libpq_env(self) -> dict[str, str]:
+        return libpq_environment(self.url)
+
+    @property
+    def name(self) -> str:
+        return self.libpq_env["PGDATABASE"]
+
+
+async def connect(target: DatabaseTarget, timeout: float = 10.0) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(target.url, timeout=timeout)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+        raise DatabaseError(f"Cannot connect to database '{target.name}'", str(error)) from error
+
+
+async def ping(target: DatabaseTarget, probe: str = "SELECT 1") -> float:
+    """Run the probe query; returns its latency in seconds."""
+    began = time.monotonic()
+    connection = await connect(target)
+    try:
+        await connection.fetchval(probe)
+    except asyncpg.PostgresError as error:
+        raise DatabaseError(f"Probe failed on '{target.name}'", str(error)) from error
+    finally:
+        await connection.close()
+    return time.monotonic() - began
+
+
+async def wait_until_ready(target: DatabaseTarget, deadline_seconds: float) -> None:
+    """Retry connecting until the server answers (after a crash or restart) or time is up."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            await ping(target)
+            return
+        except DatabaseError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def terminate_sessions(target: DatabaseTarget) -> int:
+    """End every other session on the database: an idle transaction would stall the restore."""
+    connection = await connect(target)
+    try:
+        ended = await connection.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    except asyncpg.PostgresError as error:
+        raise DatabaseError("Cannot end the other sessions", str(error)) from error
+    finally:
+        await connection.close()
+    return int(ended or 0)
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def safety_backup_name(now: datetime | None = None) -> str:
+    return f"pre-rollback-{(now or datetime.now(UTC)):%Y%m%d-%H%M%S}.dump"
+
+
+async def dump_database(target: DatabaseTarget, destination: Path) -> Backup:
+    """pg_dump (custom format) to destination: written aside, fsynced, verified, then renamed."""
+    partial = destination.with_name(f".{destination.name}.partial")
+    result = await processes.run(
+        [target.tools.pg_dump, "--format=custom", "--no-sync", f"--file={partial}"],
+        env=target.libpq_env,
+    )
+    if not result.ok:
+        partial.unlink(missing_ok=True)
+        raise DatabaseError(f"pg_dump of '{target.name}' failed", result.error_text())
+    await asyncio.to_thread(_fsync, partial)
+    await asyncio.to_thread(partial.rename, destination)
+    await asyncio.to_thread(_fsync, destination)
+    stat = await asyncio.to_thread(destination.stat)
+    backup = Backup(destination.name, destination, stat.st_size, datetime.now(UTC))
+    await inspect_archive(target.tools, backup)
+    return backup
+
+
+async def restore_in_place(target: DatabaseTarget, backup: Backup) -> None:
+    """Make the database exactly the backup, in one transaction: all of it or none of it.
+
+    pg_restore turns the archive into SQL, which is relayed into psql between our own BEGIN
+    and COMMIT (after the wipe). COMMIT is sent only once pg_restore has read the whole
+    archive; on any error psql stops (ON_ERROR_STOP) or its input ends without COMMIT,
+    and PostgreSQL rolls the transaction back, leaving the live data as it was.
+    """
+    producer = await asyncio.create_subprocess_exec(
+        target.tools.pg_restore,
+        "--file=-",
+        str(backup.path),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    consumer = None
+    try:
+        consumer = await asyncio.create_subprocess_exec(
+            target.tools.psql,
+            "--no-psqlrc",
+            "--quiet",
+            "--set=ON_ERROR_STOP=1",
+            "--file=-",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **target.libpq_env},
+        )
+        psql_err_task = asyncio.ensure_future(_read_all(consumer.stderr))
+        restore_err_task = asyncio.ensure_future(_read_all(producer.stderr))
+        committed = await _relay(producer, consumer)
+        await consumer.wait()
+        psql_err, restore_err = await psql_err_task, await restore_err_task
+    except BaseException:
+        if consumer is not None:
+            await processes.kill(consumer)
+        await processes.kill(producer)
+        raise
+    if not committed:
+        detail = restore_err.strip() or psql_err.strip() or "psql stopped before COMMIT"
+        if consumer.returncode != 0 and psql_err.strip():
+            detail = psql_err.strip()
+        raise RestoreFailed(
+            f"Restore of {backup.name} failed and was rolled back",
+            detail[-2000:],
+            may_have_committed=False,
+        )
+    if consumer.returncode != 0:
+        raise RestoreFailed(
+            f"Restore of {backup.name} failed at COMMIT",
+            psql_err.strip()[-2000:],
+            may_have_committed=True,
+        )
+
+
+async def _read_all(stream: asyncio.StreamReader | None) -> str:
+    assert stream is not None
+    return (await stream.read()).decode(errors="replace")
+
+
+async def _relay(
+    producer: asyncio.subprocess.Process, consumer: asyncio.subprocess.Process
+) -> bool:
+    """Copy pg_restore's script into psql inside BEGIN … COMMIT; True if COMMIT was sent."""
+    source, sink = producer.stdout, consumer.stdin
+    assert source is not None and sink is not None
+    try:
+        sink.write(b"BEGIN;\n" + WIPE_SQL.encode() + b"\n")
+        while chunk := await source.read(1 << 20):
+            sink.write(chunk)
+            await sink.drain()
+        if await producer.wait() != 0:
+            return False
+        sink.write(b"\nCOMMIT;\n")
+        await sink.drain()
+        return True
+    except (BrokenPipeError, ConnectionResetError):
+        return False  # psql stopped on an error; its stderr says which
+    finally:
+        if producer.returncode is None:
+            await processes.kill(producer)
+        with contextlib.suppress(OSError):
+            sink.close()
+
+
+async def analyze(target: DatabaseTarget) -> None:
+    """Refresh planner statistics: a restored database has none."""
+    connection = await connect(target)
+    try:
+        await connection.execute("ANALYZE")
+    except asyncpg.PostgresError as error:
+        raise DatabaseError("ANALYZE after the restore failed", str(error)) from error
+    finally:
+        await connection.close()

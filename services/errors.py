@@ -1,0 +1,98 @@
+"""One error tree for the services: each error carries structured fields and a readable str."""
+
+from __future__ import annotations
+
+
+class RollbackError(Exception):
+    """Base of every error a service raises on purpose; its str is shown to users."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(RollbackError):
+    """The environments file or a setting is wrong; `problems` has one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class UnknownEnvironment(RollbackError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        choices = ", ".join(known) if known else "none configured"
+        super().__init__(f"Unknown environment '{name}'. Known environments: {choices}.")
+
+
+class BackupError(RollbackError):
+    """A backup cannot be used: outside the folder, missing, or not a pg_dump archive."""
+
+
+class NoBackups(BackupError):
+    def __init__(self, environment: str, folder: str) -> None:
+        self.environment = environment
+        super().__init__(f"No backups (*.dump) for '{environment}' in {folder}.")
+
+
+class ContainerError(RollbackError):
+    """The Docker engine failed or the environment's containers cannot be handled."""
+
+
+class EngineUnavailable(ContainerError):
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"The Docker engine does not answer: {detail}")
+
+
+class NoContainers(ContainerError):
+    def __init__(self, project: str) -> None:
+        self.project = project
+        super().__init__(
+            f"No containers found for Compose project '{project}' "
+            "(label com.docker.compose.project)."
+        )
+
+
+class DatabaseError(RollbackError):
+    """The environment's database failed; `detail` carries PostgreSQL's own text."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        self.detail = detail
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class RestoreFailed(DatabaseError):
+    """pg_restore/psql failed; `may_have_committed` is False when PostgreSQL rolled it back."""
+
+    def __init__(self, message: str, detail: str, *, may_have_committed: bool) -> None:
+        self.may_have_committed = may_have_committed
+        super().__init__(message, detail)
+
+
+class RunConflict(RollbackError):
+    """Another rollback of this environment is active."""
+
+    def __init__(self, environment: str, run_id: str, requested_by: str) -> None:
+        self.environment = environment
+        self.run_id = run_id
+        self.requested_by = requested_by
+        super().__init__(
+            f"A rollback of '{environment}' is already in progress "
+            f"(run {run_id}, requested by {requested_by})."
+        )
+
+
+class RunNotFound(RollbackError):
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"No rollback run {run_id}.")
+
+
+class GitError(RollbackError):
+    """The code rollback failed (repository, revert or push)."""

@@ -1,0 +1,62 @@
+"""Typed events a run emits, for whoever renders it (the terminal, Slack) and for the audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+
+class Step(StrEnum):
+    PREFLIGHT = "preflight"
+    STOP = "stop"
+    SAFETY_BACKUP = "safety_backup"
+    RESTORE = "restore"
+    START = "start"
+    HEALTH = "health"
+    # Compensating steps, run only after a failure.
+    UNDO_RESTORE = "undo_restore"
+    RESTART = "restart"
+
+
+STEP_LABELS: dict[Step, str] = {
+    Step.PREFLIGHT: "Pre-flight checks",
+    Step.STOP: "Stop containers",
+    Step.SAFETY_BACKUP: "Safety backup",
+    Step.RESTORE: "Restore database",
+    Step.START: "Start containers",
+    Step.HEALTH: "Health checks",
+    Step.UNDO_RESTORE: "Put the pre-rollback database back",
+    Step.RESTART: "Start containers again",
+}
+
+EXECUTE_STEPS = (Step.STOP, Step.SAFETY_BACKUP, Step.RESTORE, Step.START, Step.HEALTH)
+
+
+class EventKind(StrEnum):
+    STARTED = "step_started"
+    PROGRESS = "step_progress"
+    FINISHED = "step_finished"
+    FAILED = "step_failed"
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    run_id: str
+    step: Step
+    kind: EventKind
+    message: str = ""
+    seconds: float | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def label(self) -> str:
+        return STEP_LABELS[self.step]
+
+
+Listener = Callable[[StepEvent], Awaitable[None]]
+
+
+async def ignore(event: StepEvent) -> None:
+    """A listener for callers that only want the result."""

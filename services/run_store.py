@@ -1,0 +1,305 @@
+"""The run store in the bot's own PostgreSQL database: runs, approvals, events (the audit log)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from services.errors import DatabaseError, RunConflict, RunNotFound
+
+# Serialises migrations when several bot processes start at once.
+_MIGRATION_LOCK = 0x726F6C6C
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    INTERRUPTED = "interrupted"
+
+
+ACTIVE = (
+    RunStatus.PENDING,
+    RunStatus.AWAITING_APPROVAL,
+    RunStatus.APPROVED,
+    RunStatus.RUNNING,
+)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    environment: str
+    kind: str
+    status: RunStatus
+    requested_by: str
+    requested_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    backup_name: str | None
+    current_step: str | None
+    plan: dict[str, Any]
+    result: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> RunRecord:
+        return cls(
+            id=row["id"],
+            environment=row["environment"],
+            kind=row["kind"],
+            status=RunStatus(row["status"]),
+            requested_by=row["requested_by"],
+            requested_at=row["requested_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            backup_name=row["backup_name"],
+            current_step=row["current_step"],
+            plan=json.loads(row["plan"]),
+            result=json.loads(row["result"]) if row["result"] is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    run_id: str
+    at: datetime
+    kind: str
+    step: str | None
+    actor: str | None
+    detail: dict[str, Any]
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("services") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Apply the migrations not applied yet, each in its own transaction; returns their names."""
+    applied: list[str] = []
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version int PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {
+            r["version"] for r in await connection.fetch("SELECT version FROM schema_migrations")
+        }
+        for version, name, sql in _migrations():
+            if version in done:
+                continue
+            async with connection.transaction():
+                await connection.execute(sql)
+                await connection.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+            applied.append(name)
+    return applied
+
+
+def new_run_id() -> str:
+    return "rb-" + secrets.token_hex(4)
+
+
+class RunStore:
+    """Reads and writes runs; the pool is owned by whoever created it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create_run(
+        self,
+        *,
+        environment: str,
+        kind: str,
+        requested_by: str,
+        status: RunStatus,
+        plan: dict[str, Any],
+        backup_name: str | None = None,
+        backup_sha256: str | None = None,
+        strategy: str | None = None,
+    ) -> RunRecord:
+        """Record a new run; the database refuses a second active run of one environment."""
+        run_id = new_run_id()
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                row = await connection.fetchrow(
+                    "INSERT INTO runs (id, environment, kind, status, requested_by, plan,"
+                    " backup_name, backup_sha256, strategy,"
+                    " started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+                    " CASE WHEN $4 = 'running' THEN now() END) RETURNING *",
+                    run_id,
+                    environment,
+                    kind,
+                    status.value,
+                    requested_by,
+                    json.dumps(plan, default=str),
+                    backup_name,
+                    backup_sha256,
+                    strategy,
+                )
+                await connection.execute(
+                    "INSERT INTO run_events (run_id, kind, actor, detail) VALUES ($1, $2, $3, $4)",
+                    run_id,
+                    "requested",
+                    requested_by,
+                    json.dumps({"status": status.value}),
+                )
+        except asyncpg.UniqueViolationError:
+            active = await self.active_run(environment)
+            if active is None:  # it finished in between; let the caller try again
+                raise RunConflict(environment, "?", "another process") from None
+            raise RunConflict(environment, active.id, active.requested_by) from None
+        except (OSError, asyncpg.PostgresError) as error:
+            raise DatabaseError("The run store cannot record the run", str(error)) from error
+        assert row is not None
+        return RunRecord.from_row(row)
+
+    async def active_run(self, environment: str) -> RunRecord | None:
+        row = await self._pool.fetchrow(
+            "SELECT * FROM runs WHERE environment = $1 AND status = ANY($2::text[])",
+            environment,
+            [s.value for s in ACTIVE],
+        )
+        return RunRecord.from_row(row) if row else None
+
+    async def active_runs(self) -> list[RunRecord]:
+        rows = await self._pool.fetch(
+            "SELECT * FROM runs WHERE status = ANY($1::text[]) ORDER BY requested_at",
+            [s.value for s in ACTIVE],
+        )
+        return [RunRecord.from_row(r) for r in rows]
+
+    async def recent_runs(self, environment: str, limit: int = 10) -> list[RunRecord]:
+        rows = await self._pool.fetch(
+            "SELECT * FROM runs WHERE environment = $1 ORDER BY requested_at DESC LIMIT $2",
+            environment,
+            limit,
+        )
+        return [RunRecord.from_row(r) for r in rows]
+
+    async def get(self, run_id: str) -> RunRecord:
+        row = await self._pool.fetchrow("SELECT * FROM runs WHERE id = $1", run_id)
+        if row is None:
+            raise RunNotFound(run_id)
+        return RunRecord.from_row(row)
+
+    async def update(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus | None = None,
+        current_step: str | None = None,
+        result: dict[str, Any] | None = None,
+        expect: tuple[RunStatus, ...] | None = None,
+    ) -> bool:
+        """Change a run; with `expect`, only if its status is one of those (False otherwise)."""
+        finished = status is not None and status not in ACTIVE
+        row = await self._pool.fetchrow(
+            "UPDATE runs SET status = coalesce($2, status),"
+            " current_step = coalesce($3, current_step),"
+            " result = coalesce($4::jsonb, result),"
+            " started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, now())"
+            "   ELSE started_at END,"
+            " finished_at = CASE WHEN $5 THEN now() ELSE finished_at END,"
+            " updated_at = now()"
+            " WHERE id = $1 AND ($6::text[] IS NULL OR status = ANY($6::text[])) RETURNING id",
+            run_id,
+            status.value if status else None,
+            current_step,
+            json.dumps(result, default=str) if result is not None else None,
+            finished,
+            [s.value for s in expect] if expect else None,
+        )
+        return row is not None
+
+    async def append_event(
+        self,
+        run_id: str,
+        kind: str,
+        *,
+        step: str | None = None,
+        actor: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        await self._pool.execute(
+            "INSERT INTO run_events (run_id, kind, step, actor, detail)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            run_id,
+            kind,
+            step,
+            actor,
+            json.dumps(detail or {}, default=str),
+        )
+
+    async def events(self, run_id: str) -> list[EventRecord]:
+        rows = await self._pool.fetch(
+            "SELECT run_id, at, kind, step, actor, detail FROM run_events"
+            " WHERE run_id = $1 ORDER BY id",
+            run_id,
+        )
+        return [
+            EventRecord(
+                r["run_id"], r["at"], r["kind"], r["step"], r["actor"], json.loads(r["detail"])
+            )
+            for r in rows
+        ]
+
+    async def hold(self, run_id: str) -> asyncpg.pool.PoolConnectionProxy:
+        """A connection holding the run's liveness lock while this process executes it."""
+        connection = await self._pool.acquire()
+        await connection.execute("SELECT pg_advisory_lock(hashtext($1))", run_id)
+        return connection
+
+    async def release(self, connection: asyncpg.pool.PoolConnectionProxy, run_id: str) -> None:
+        try:
+            await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", run_id)
+        finally:
+            await self._pool.release(connection)
+
+    async def recover_interrupted(self) -> list[RunRecord]:
+        """Runs left 'running' by a process that died (its liveness lock is free)."""
+        recovered = []
+        for run in await self.active_runs():
+            if run.status is not RunStatus.RUNNING:
+                continue
+            async with self._pool.acquire() as connection:
+                if not await connection.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtext($1))", run.id
+                ):
+                    continue  # its process is alive
+                try:
+                    changed = await self.update(
+                        run.id, status=RunStatus.INTERRUPTED, expect=(RunStatus.RUNNING,)
+                    )
+                    if changed:
+                        await self.append_event(
+                            run.id,
+                            "interrupted",
+                            step=run.current_step,
+                            detail={"note": "the process running it stopped"},
+                        )
+                        recovered.append(await self.get(run.id))
+                finally:
+                    await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", run.id)
+        return recovered

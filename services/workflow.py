@@ -1,0 +1,413 @@
+"""The database rollback: a read-only plan, then the runbook's steps with their compensations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from services import backups as catalogue
+from services import database
+from services.backups import ArchiveContents, Backup
+from services.bundle import Services
+from services.containers import Container
+from services.database import DatabaseTarget
+from services.environments import Environment
+from services.errors import (
+    ContainerError,
+    NoContainers,
+    RestoreFailed,
+    RollbackError,
+    RunConflict,
+)
+from services.events import EventKind, Listener, Step, StepEvent
+from services.health import HealthReport, run_health_checks
+from services.run_store import RunStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """What a database rollback will do; built without changing anything."""
+
+    environment: Environment
+    backup: Backup
+    archive: ArchiveContents
+    containers: tuple[Container, ...]
+    safety_backup: Path
+    planned_at: datetime
+
+    @property
+    def backup_age_seconds(self) -> float:
+        return self.backup.age_seconds(self.planned_at)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain data for the run store and the audit log (no secrets)."""
+        return {
+            "environment": self.environment.name,
+            "compose_project": self.environment.compose_project,
+            "database": self.environment.database_display,
+            "backup": self.backup.name,
+            "backup_size_bytes": self.backup.size_bytes,
+            "backup_created_at": self.backup.created_at.isoformat(),
+            "tables_in_backup": len(self.archive.tables),
+            "containers": [c.name for c in self.containers],
+            "safety_backup": self.safety_backup.name,
+            "strategy": self.environment.strategy.value,
+        }
+
+
+@dataclass
+class StepRecord:
+    step: Step
+    ok: bool
+    seconds: float
+    message: str = ""
+
+
+@dataclass
+class RollbackResult:
+    run_id: str
+    ok: bool
+    steps: list[StepRecord] = field(default_factory=list)
+    health: HealthReport | None = None
+    safety_backup: Backup | None = None
+    error: str | None = None
+    # One sentence a responder can act on: where the environment stands now.
+    environment_state: str = ""
+    downtime_seconds: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "error": self.error,
+            "environment_state": self.environment_state,
+            "safety_backup": str(self.safety_backup.path) if self.safety_backup else None,
+            "downtime_seconds": self.downtime_seconds,
+            "steps": [
+                {
+                    "step": s.step.value,
+                    "ok": s.ok,
+                    "seconds": round(s.seconds, 3),
+                    "message": s.message,
+                }
+                for s in self.steps
+            ],
+            "health": [
+                {"name": r.name, "ok": r.ok, "detail": r.detail, "latency": r.latency_seconds}
+                for r in (self.health.results if self.health else ())
+            ],
+        }
+
+
+def target_for(services: Services, environment: Environment) -> DatabaseTarget:
+    return DatabaseTarget(environment.database_url.get_secret_value(), services.tools)
+
+
+async def plan_rollback(
+    services: Services, environment_name: str, backup_name: str | None
+) -> RollbackPlan:
+    """Pre-flight, read-only: the backup, its archive, the engine, the containers, the database."""
+    environment = services.environment(environment_name)
+    backup = await catalogue.resolve_backup(environment, backup_name)
+    archive = await catalogue.inspect_archive(services.tools, backup)
+    await services.runtime.ping()
+    containers = await services.runtime.containers(environment.compose_project)
+    if not containers:
+        raise NoContainers(environment.compose_project)
+    await database.ping(target_for(services, environment))
+    active = await services.store.active_run(environment.name)
+    if active is not None:
+        raise RunConflict(environment.name, active.id, active.requested_by)
+    now = datetime.now(UTC)
+    safety = environment.backups_dir / database.safety_backup_name(now)
+    return RollbackPlan(environment, backup, archive, tuple(containers), safety, now)
+
+
+class _Recorder:
+    """Persists each step in the run store before it runs, then tells the listener."""
+
+    def __init__(self, services: Services, run_id: str, listener: Listener) -> None:
+        self.services = services
+        self.run_id = run_id
+        self.listener = listener
+        self.steps: list[StepRecord] = []
+
+    async def emit(self, event: StepEvent) -> None:
+        await self.services.store.append_event(
+            self.run_id,
+            event.kind.value,
+            step=event.step.value,
+            detail={"message": event.message, "seconds": event.seconds},
+        )
+        try:
+            await self.listener(event)
+        except Exception:  # a broken display must never break the rollback
+            log.exception("listener failed on %s", event)
+
+    async def progress(self, step: Step, message: str) -> None:
+        await self.emit(StepEvent(self.run_id, step, EventKind.PROGRESS, message))
+
+    @contextlib.asynccontextmanager
+    async def step(self, step: Step, done: str = "") -> AsyncIterator[StepRecord]:
+        await self.services.store.update(self.run_id, current_step=step.value)
+        await self.emit(StepEvent(self.run_id, step, EventKind.STARTED))
+        record = StepRecord(step, True, 0.0, done)
+        began = time.monotonic()
+        try:
+            yield record
+        except BaseException as error:
+            record.ok = False
+            record.seconds = time.monotonic() - began
+            record.message = (
+                str(error) if not isinstance(error, asyncio.CancelledError) else ("interrupted")
+            )
+            self.steps.append(record)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    self.emit(
+                        StepEvent(
+                            self.run_id, step, EventKind.FAILED, record.message, record.seconds
+                        )
+                    )
+                )
+            raise
+        record.seconds = time.monotonic() - began
+        self.steps.append(record)
+        await self.emit(
+            StepEvent(self.run_id, step, EventKind.FINISHED, record.message, record.seconds)
+        )
+
+
+def _names(containers: Sequence[Container]) -> str:
+    shown = ", ".join(c.name for c in containers[:5])
+    return shown + (f" and {len(containers) - 5} more" if len(containers) > 5 else "")
+
+
+class _Execution:
+    """The destructive part of one run, with what it changed so far (for compensation)."""
+
+    def __init__(self, services: Services, plan: RollbackPlan, recorder: _Recorder) -> None:
+        self.services = services
+        self.plan = plan
+        self.env = plan.environment
+        self.recorder = recorder
+        self.target = target_for(services, plan.environment)
+        self.stopped: list[Container] = []
+        self.safety: Backup | None = None
+        self.database_changed = False  # True once the restore may have committed
+        self.down_since: float | None = None
+        self.health: HealthReport | None = None
+
+    async def stop(self) -> None:
+        async with self.recorder.step(Step.STOP) as record:
+            current = await self.services.runtime.containers(self.env.compose_project)
+            running = [c for c in current if c.running]
+            self.down_since = time.monotonic()
+            outcomes = await self.services.runtime.stop(running, self.env.stop_timeout_seconds)
+            self.stopped = [o.container for o in outcomes if o.ok]
+            failed = [o for o in outcomes if not o.ok]
+            if failed:
+                raise ContainerError(
+                    "Could not stop " + "; ".join(f"{o.container.name}: {o.error}" for o in failed)
+                )
+            record.message = f"{len(self.stopped)} stopped" + (
+                f", {len(current) - len(running)} already stopped"
+                if len(current) > len(running)
+                else ""
+            )
+
+    async def safety_backup(self) -> None:
+        async with self.recorder.step(Step.SAFETY_BACKUP) as record:
+            self.safety = await database.dump_database(self.target, self.plan.safety_backup)
+            record.message = f"{self.safety.name} ({self.safety.size_bytes / 1e6:.1f} MB)"
+
+    async def restore(self) -> None:
+        async with self.recorder.step(Step.RESTORE) as record:
+            ended = await database.terminate_sessions(self.target)
+            if ended:
+                await self.recorder.progress(Step.RESTORE, f"ended {ended} other session(s)")
+            await self.recorder.progress(Step.RESTORE, f"restoring {self.plan.backup.name}")
+            try:
+                await database.restore_in_place(self.target, self.plan.backup)
+            except RestoreFailed as error:
+                self.database_changed = error.may_have_committed
+                raise
+            except BaseException:
+                self.database_changed = True  # interrupted: we cannot know, so assume it did
+                raise
+            self.database_changed = True
+            await self.recorder.progress(Step.RESTORE, "refreshing planner statistics")
+            await database.analyze(self.target)
+            record.message = f"{self.plan.backup.name} restored"
+
+    async def start(self) -> None:
+        async with self.recorder.step(Step.START) as record:
+            outcomes = await self.services.runtime.start(self.stopped)
+            failed = [o for o in outcomes if not o.ok]
+            self.stopped = [o.container for o in failed]
+            if failed:
+                raise ContainerError(
+                    "Could not start " + "; ".join(f"{o.container.name}: {o.error}" for o in failed)
+                )
+            record.message = f"{len(outcomes)} started"
+
+    async def check_health(self, step: Step = Step.HEALTH) -> HealthReport:
+        async with self.recorder.step(step) as record:
+            report = await run_health_checks(
+                self.env,
+                session=self.services.http,
+                runtime=self.services.runtime,
+                database=self.target,
+            )
+            self.health = report
+            passed = len(report.results) - len(report.failed)
+            record.message = f"{passed}/{len(report.results)} passed"
+            if not report.ok:
+                raise RollbackError(
+                    "Health checks failed: "
+                    + "; ".join(f"{r.name}: {r.detail}" for r in report.failed)
+                )
+        return report
+
+    async def compensate(self, failure: BaseException) -> str:
+        """Put back what was changed and start what was stopped; returns the state sentence."""
+        notes: list[str] = []
+        if self.database_changed and self.safety is not None:
+            try:
+                async with self.recorder.step(Step.UNDO_RESTORE) as record:
+                    await database.wait_until_ready(self.target, 120)
+                    await database.terminate_sessions(self.target)
+                    await database.restore_in_place(self.target, self.safety)
+                    await database.analyze(self.target)
+                    record.message = f"{self.safety.name} restored"
+                self.database_changed = False
+                notes.append(f"database back on its pre-rollback data ({self.safety.name})")
+            except (RollbackError, OSError) as error:
+                notes.append(
+                    f"DATABASE NOT PUT BACK ({error}); the pre-rollback data is in "
+                    f"{self.safety.path}"
+                )
+        elif isinstance(failure, RestoreFailed):
+            notes.append(
+                "database unchanged: the restore ran in one transaction and was rolled back"
+            )
+        if self.stopped:
+            try:
+                async with self.recorder.step(Step.RESTART) as record:
+                    outcomes = await self.services.runtime.start(self.stopped)
+                    still = [o for o in outcomes if not o.ok]
+                    self.stopped = [o.container for o in still]
+                    if still:
+                        raise ContainerError(
+                            "; ".join(f"{o.container.name}: {o.error}" for o in still)
+                        )
+                    record.message = f"{len(outcomes)} started"
+            except (RollbackError, OSError) as error:
+                notes.append(f"CONTAINERS STILL STOPPED: {_names(self.stopped)} ({error})")
+        return "; ".join(notes)
+
+
+async def execute_rollback(
+    services: Services,
+    plan: RollbackPlan,
+    *,
+    run_id: str,
+    listener: Listener,
+) -> RollbackResult:
+    """Stop, safety backup, restore, start, health; on failure undo and restart, always report."""
+    recorder = _Recorder(services, run_id, listener)
+    run = _Execution(services, plan, recorder)
+    result = RollbackResult(run_id=run_id, ok=False)
+    lock = await services.store.hold(run_id)
+    try:
+        await services.store.update(run_id, status=RunStatus.RUNNING)
+        try:
+            await run.stop()
+            await run.safety_backup()
+            await run.restore()
+            await run.start()
+        except (RollbackError, OSError, asyncio.CancelledError) as failure:
+            interrupted = isinstance(failure, asyncio.CancelledError)
+            result.error = "interrupted" if interrupted else str(failure)
+            # Compensation must finish even while being cancelled (Ctrl-C).
+            notes = await asyncio.shield(run.compensate(failure))
+            state = await asyncio.shield(_describe_state(run))
+            result.environment_state = "; ".join(p for p in (notes, state) if p)
+            _collect(result, recorder, run)
+            await asyncio.shield(_finish(services, run_id, result))
+            if interrupted:
+                raise
+            return result
+        if run.down_since is not None:
+            result.downtime_seconds = time.monotonic() - run.down_since
+        try:
+            await run.check_health()
+            result.ok = True
+            result.environment_state = (
+                f"{plan.environment.name} is running on {plan.backup.name}; health checks pass"
+            )
+        except RollbackError as failure:
+            # The restore itself succeeded; whether to go back is the responders' call
+            # (after a database-first full rollback, the old code is expected to fail).
+            result.error = str(failure)
+            safety = run.safety.name if run.safety else "the safety backup"
+            result.environment_state = (
+                f"{plan.environment.name} is running on {plan.backup.name} but health checks FAIL; "
+                f"the pre-rollback data is in {safety} (roll back to it to undo)"
+            )
+        _collect(result, recorder, run)
+        await _finish(services, run_id, result)
+        return result
+    finally:
+        await asyncio.shield(services.store.release(lock, run_id))
+
+
+def _collect(result: RollbackResult, recorder: _Recorder, run: _Execution) -> None:
+    result.steps, result.safety_backup, result.health = recorder.steps, run.safety, run.health
+
+
+async def _describe_state(run: _Execution) -> str:
+    try:
+        containers = await run.services.runtime.containers(run.env.compose_project)
+    except RollbackError as error:
+        return f"container state unknown ({error})"
+    down = [c for c in containers if not c.running]
+    if down:
+        return f"{run.env.name} is PARTLY DOWN: {_names(down)} not running"
+    return f"{run.env.name}: all {len(containers)} containers running"
+
+
+async def _finish(services: Services, run_id: str, result: RollbackResult) -> None:
+    status = RunStatus.SUCCEEDED if result.ok else RunStatus.FAILED
+    await services.store.update(run_id, status=status, result=result.summary())
+    await services.store.append_event(
+        run_id, "finished", detail={"ok": result.ok, "state": result.environment_state}
+    )
+
+
+async def rollback_database(
+    services: Services,
+    plan: RollbackPlan,
+    *,
+    requested_by: str,
+    listener: Listener,
+) -> RollbackResult:
+    """Record the run (one active run per environment) and execute it."""
+    run = await services.store.create_run(
+        environment=plan.environment.name,
+        kind="database",
+        requested_by=requested_by,
+        status=RunStatus.RUNNING,
+        plan=plan.summary(),
+        backup_name=plan.backup.name,
+        strategy=plan.environment.strategy.value,
+    )
+    return await execute_rollback(services, plan, run_id=run.id, listener=listener)
