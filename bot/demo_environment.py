@@ -10,6 +10,7 @@ import json
 import re
 import socket
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,13 +48,13 @@ class DemoEnvironmentError(RuntimeError):
 # -- image -----------------------------------------------------------------------------
 
 
-def find_busybox() -> Path:
-    for candidate in BUSYBOX_CANDIDATES:
+def find_busybox(candidates: Sequence[Path] = BUSYBOX_CANDIDATES) -> Path:
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise DemoEnvironmentError(
         "a static busybox binary is needed for the demo image and was not found at "
-        + " or ".join(str(c) for c in BUSYBOX_CANDIDATES)
+        + " or ".join(str(c) for c in candidates)
         + ": install it with `apt-get install busybox-static`"
     )
 
@@ -379,12 +380,12 @@ async def schema_fingerprint(dsn: str, *, include_owners: bool = True) -> dict[s
         owner = "pg_get_userbyid(c.relowner)" if include_owners else "''"
         for row in await conn.fetch(
             f"""
-            SELECT n.nspname || '.' || c.relname AS name, c.relkind, {owner} AS owner,
+            SELECT n.nspname || '.' || c.relname AS name, c.relkind::text, {owner} AS owner,
                    string_agg(
                        a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
                        || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
                        || coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')
-                       || CASE WHEN a.attidentity <> '' THEN ' IDENTITY ' || a.attidentity
+                       || CASE WHEN a.attidentity <> '' THEN ' IDENTITY ' || a.attidentity::text
                                ELSE '' END,
                        ', ' ORDER BY a.attnum) AS columns,
                    CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid, true) END
@@ -515,6 +516,7 @@ __all__ = [
     "build_demo_image",
     "create_compose_project",
     "database_snapshot",
+    "find_busybox",
     "remove_compose_project",
     "schema_fingerprint",
     "seed_demo_database",
