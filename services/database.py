@@ -236,10 +236,15 @@ async def _relay(
     except (BrokenPipeError, ConnectionResetError):
         return False  # psql stopped on an error; its stderr says which
     finally:
-        if producer.returncode is None:
-            await processes.kill(producer)
         with contextlib.suppress(OSError):
             sink.close()
+        if producer.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                producer.kill()
+            # Drain what it wrote, or its pipe never closes and wait() never returns.
+            while await source.read(1 << 20):
+                pass
+            await producer.wait()
 
 
 async def analyze(target: DatabaseTarget) -> None:

@@ -50,9 +50,13 @@ async def run(
 
 
 async def kill(process: asyncio.subprocess.Process) -> None:
-    """Kill and reap a process that may already have exited."""
+    """Kill a process that may already have exited, and wait briefly for it.
+
+    asyncio's wait() returns only once every pipe is closed, and a pipe whose reader stopped
+    reading never closes; so the wait is bounded (the child watcher still reaps it).
+    """
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         with contextlib.suppress(Exception):
-            await asyncio.shield(process.wait())
+            await asyncio.wait_for(asyncio.shield(process.wait()), 5)
