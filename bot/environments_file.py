@@ -134,7 +134,11 @@ def load_environments(path: Path) -> dict[str, Environment]:
         parsed = EnvironmentsFile.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(
-            [f"{path}: {_location(e['loc'])}: {e['msg']}" for e in error.errors()]
+            [
+                f"{path}: {_location(e['loc'])}: "
+                + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in error.errors()
+            ]
         ) from None
 
     base = path.resolve().parent

@@ -1,0 +1,202 @@
+"""The command line as an operator uses it: a real process, real files, real exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import aiodocker
+
+from bot.demo_environment import table_checksums
+from bot.throwaway_postgres import ThrowawayPostgres
+from tests.services.conftest import Stage, change_after_backup, container_states
+
+
+async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def write_config(stage: Stage, folder: Path) -> Path:
+    env = stage.environment
+    http = "\n".join(
+        f'[[environments.{env.name}.health.http]]\nname = "{c.name}"\nurl = "{c.url}"\n'
+        for c in env.health.http
+    )
+    path = folder / "rollback.toml"
+    path.write_text(
+        f"""
+[environments.{env.name}]
+compose_project = "{env.compose_project}"
+database_url = "{env.database_url.get_secret_value()}"
+backups_dir = "{env.backups_dir}"
+stop_timeout_seconds = 5
+
+[environments.{env.name}.health]
+deadline_seconds = 20
+interval_seconds = 0.2
+
+{http}
+"""
+    )
+    return path
+
+
+def store_env(pg: ThrowawayPostgres) -> dict[str, str]:
+    return {"DATABASE_URL": pg.superuser_dsn("rollback_bot_store")}
+
+
+async def test_rollback_with_yes_prints_each_step_and_the_state(
+    stage: Stage,
+    pg: ThrowawayPostgres,
+    tmp_path: Path,
+    docker: aiodocker.Docker,
+    store_pool: object,
+) -> None:
+    config = write_config(stage, tmp_path)
+    expected = await table_checksums(stage.dsn)
+    await change_after_backup(stage.dsn)
+
+    code, out, err = await cli(
+        "--config", str(config), "rollback", stage.environment.name, "--yes", env=store_env(pg)
+    )
+
+    assert code == 0, err
+    assert f"Rollback plan for {stage.environment.name}" in out
+    assert stage.backup.name in out
+    for label in ("Stop containers", "Safety backup", "Restore database", "Start containers"):
+        assert f"✓ {label}" in out
+    assert "Rollback SUCCEEDED" in out
+    assert "pre-rollback-" in out
+    assert await table_checksums(stage.dsn) == expected
+    assert set((await container_states(docker, stage.project)).values()) == {"running"}
+
+
+async def test_dry_run_prints_the_plan_and_touches_nothing(
+    stage: Stage, pg: ThrowawayPostgres, tmp_path: Path, store_pool: object
+) -> None:
+    config = write_config(stage, tmp_path)
+    await change_after_backup(stage.dsn)
+    before = await table_checksums(stage.dsn)
+
+    code, out, _ = await cli(
+        "--config",
+        str(config),
+        "rollback",
+        stage.environment.name,
+        "--dry-run",
+        env=store_env(pg),
+    )
+
+    assert code == 0
+    assert "Dry run: nothing was changed." in out
+    assert await table_checksums(stage.dsn) == before
+    assert sorted(p.name for p in stage.environment.backups_dir.iterdir()) == [stage.backup.name]
+
+
+async def test_without_yes_and_without_a_terminal_nothing_happens(
+    stage: Stage, pg: ThrowawayPostgres, tmp_path: Path, store_pool: object
+) -> None:
+    config = write_config(stage, tmp_path)
+    code, _, err = await cli(
+        "--config", str(config), "rollback", stage.environment.name, env=store_env(pg)
+    )
+    assert code == 2
+    assert "pass --yes" in err
+
+
+async def test_bad_input_is_one_line_and_exit_code_2(
+    stage: Stage,
+    pg: ThrowawayPostgres,
+    tmp_path: Path,
+    docker: aiodocker.Docker,
+    store_pool: object,
+) -> None:
+    config = write_config(stage, tmp_path)
+    env = store_env(pg)
+    code, out, err = await cli("--config", str(config), "rollback", "nowhere", "--yes", env=env)
+    assert (code, out) == (2, "")
+    assert err.strip() == (
+        f"error: Unknown environment 'nowhere'. Known environments: {stage.environment.name}."
+    )
+    code, _, err = await cli(
+        "--config",
+        str(config),
+        "rollback",
+        stage.environment.name,
+        "../../etc/passwd",
+        "--yes",
+        env=env,
+    )
+    assert code == 2
+    assert "outside the backups folder" in err
+    assert len(err.strip().splitlines()) == 1
+    assert set((await container_states(docker, stage.project)).values()) == {"running"}
+
+
+async def test_backups_lists_newest_first_with_size_and_age(stage: Stage, tmp_path: Path) -> None:
+    older = stage.environment.backups_dir / "pre-deployment-20240101-000000.dump"
+    older.write_bytes(stage.backup.path.read_bytes())
+    config = write_config(stage, tmp_path)
+    code, out, _ = await cli("--config", str(config), "backups", stage.environment.name)
+    assert code == 0
+    lines = out.splitlines()
+    names = [
+        line.split()[0] for line in lines if line.endswith(("min", "h", "s")) or "days" in line
+    ]
+    assert names == [stage.backup.name, older.name]
+    assert "KB" in out or "MB" in out
+
+
+async def test_check_config_names_every_bad_key(tmp_path: Path) -> None:
+    bad = tmp_path / "rollback.toml"
+    bad.write_text(
+        """
+[environments.production]
+database_url = "postgresql://app:secret@db/app"
+stop_timeout_seconds = -1
+colour = "blue"
+
+[environments.production.health]
+http = [{ name = "web" }]
+"""
+    )
+    code, out, err = await cli("--config", str(bad), "check-config")
+    assert code == 2 and out == ""
+    problems = err.strip().splitlines()
+    assert f"error: {bad}: environments.production.stop_timeout_seconds: " in problems[0]
+    assert any("environments.production.health.http[0].url: Field required" in p for p in problems)
+    assert any("environments.production.colour: unknown key" in p for p in problems)
+    assert "secret" not in err
+
+    bad.write_text('[environments.production]\ndatabase_url = "postgresql://app:secret@db/app"\n')
+    code, _, err = await cli("--config", str(bad), "check-config")
+    assert code == 2
+    assert "must not contain a password" in err and "secret" not in err
+
+
+async def test_check_config_accepts_the_runbook_layout(tmp_path: Path) -> None:
+    instance = tmp_path / "instances" / "production"
+    (instance / "backups").mkdir(parents=True)
+    (instance / ".env").write_text("POSTGRES_DB=shop\nPOSTGRES_USER=shop\nPOSTGRES_PASSWORD=pw\n")
+    config = tmp_path / "rollback.toml"
+    config.write_text("[environments.production]\n")
+    code, out, err = await cli("--config", str(config), "check-config")
+    assert code == 0, err
+    assert (
+        "production: project production, database postgresql://shop:***@127.0.0.1:5432/shop" in out
+    )
+    assert "pw" not in out
