@@ -115,6 +115,7 @@ async def build_demo_image(docker: aiodocker.Docker, tag: str = DEMO_IMAGE_TAG) 
 class ServiceSpec:
     name: str
     kind: Literal["web", "worker"]
+    command: tuple[str, ...] | None = None  # overrides the kind's default command
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ def _container_config(
         }
     else:
         config["Cmd"] = ["/bin/busybox", "sleep", "2147483647"]
+    if service.command:
+        config["Cmd"] = list(service.command)
     return config
 
 
