@@ -33,7 +33,7 @@ from bot.demo_environment import (
 )
 from bot.throwaway_postgres import ThrowawayPostgres
 
-ROWS = int(os.environ.get("BENCH_ROWS", "1300000"))
+ROWS = int(os.environ.get("BENCH_ROWS", "830000"))  # about 300 MB
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 PROJECT = "rbbench-overhead"
 
@@ -115,7 +115,8 @@ async def main() -> None:
             config.write_text(
                 f'[environments.bench]\ncompose_project = "{PROJECT}"\n'
                 f'database_url = "{shop}"\n'
-                f'[[environments.bench.health.http]]\nname = "web"\nurl = "{project.web_urls["web"]}"\n'
+                "[[environments.bench.health.http]]\n"
+                f'name = "web"\nurl = "{project.web_urls["web"]}"\n'
             )
             print(
                 f"database {size / 1e6:.0f} MB, dump {backup.stat().st_size / 1e6:.0f} MB",
