@@ -42,6 +42,7 @@ class EnvironmentEntry(BaseModel):
     stop_timeout_seconds: float = Field(default=10.0, gt=0)
     restore_jobs: int = Field(default=2, ge=1)
     strategy: Strategy = Strategy.IN_PLACE
+    keep_old_database_hours: float = Field(default=24.0, ge=0)
     health: HealthConfig = HealthConfig()
     approval: ApprovalPolicy = ApprovalPolicy()
     contacts: Contacts = Contacts()
@@ -166,6 +167,7 @@ def load_environments(path: Path) -> dict[str, Environment]:
             stop_timeout_seconds=entry.stop_timeout_seconds,
             restore_jobs=entry.restore_jobs,
             strategy=entry.strategy,
+            keep_old_database_hours=entry.keep_old_database_hours,
             health=entry.health,
             approval=entry.approval,
             contacts=entry.contacts,

@@ -79,6 +79,7 @@ class Environment(BaseModel):
     stop_timeout_seconds: float = Field(default=10.0, gt=0)
     restore_jobs: int = Field(default=2, ge=1)
     strategy: Strategy = Strategy.IN_PLACE
+    keep_old_database_hours: float = Field(default=24.0, ge=0)  # swap: instant undo window
     health: HealthConfig = HealthConfig()
     approval: ApprovalPolicy = ApprovalPolicy()
     contacts: Contacts = Contacts()

@@ -18,6 +18,12 @@ class Step(StrEnum):
     # Compensating steps, run only after a failure.
     UNDO_RESTORE = "undo_restore"
     RESTART = "restart"
+    # The swap strategy.
+    PREPARE = "prepare"
+    CUTOVER = "cutover"
+    ANALYZE = "analyze"
+    SWAP_BACK = "swap_back"
+    ARCHIVE_OLD = "archive_old"
 
 
 STEP_LABELS: dict[Step, str] = {
@@ -29,9 +35,16 @@ STEP_LABELS: dict[Step, str] = {
     Step.HEALTH: "Health checks",
     Step.UNDO_RESTORE: "Put the pre-rollback database back",
     Step.RESTART: "Start containers again",
+    Step.PREPARE: "Restore into a staging database",
+    Step.CUTOVER: "Swap the databases",
+    Step.ANALYZE: "Refresh planner statistics",
+    Step.SWAP_BACK: "Swap the old database back",
+    Step.ARCHIVE_OLD: "Dump the old database to the backups folder",
 }
 
 EXECUTE_STEPS = (Step.STOP, Step.SAFETY_BACKUP, Step.RESTORE, Step.START, Step.HEALTH)
+SWAP_STEPS = (Step.PREPARE, Step.STOP, Step.CUTOVER, Step.START, Step.HEALTH, Step.ARCHIVE_OLD)
+UNDO_STEPS = (Step.STOP, Step.SWAP_BACK, Step.START, Step.HEALTH)
 
 
 class EventKind(StrEnum):

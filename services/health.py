@@ -63,9 +63,10 @@ async def _retry(
         except (TimeoutError, RollbackError, aiohttp.ClientError, OSError) as error:
             latency = time.monotonic() - began
             reason = str(error) or type(error).__name__
-            if time.monotonic() + interval >= deadline:
+            pause = min(interval, 0.05 * 2**attempts)  # quick at first: services just started
+            if time.monotonic() + pause >= deadline:
                 return CheckResult(name, kind, False, latency, attempts, reason)
-        await asyncio.sleep(interval)
+        await asyncio.sleep(pause)
 
 
 async def run_health_checks(

@@ -8,17 +8,17 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from services import backups as catalogue
-from services import database
+from services import database, swap
 from services.backups import ArchiveContents, Backup
 from services.bundle import Services
 from services.containers import Container
 from services.database import DatabaseTarget
-from services.environments import Environment
+from services.environments import Environment, Strategy
 from services.errors import (
     ContainerError,
     NoContainers,
@@ -28,6 +28,7 @@ from services.errors import (
 )
 from services.events import EventKind, Listener, Step, StepEvent
 from services.health import HealthReport, run_health_checks
+from services.pgtools import with_database
 from services.run_store import RunStatus
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class RollbackPlan:
     containers: tuple[Container, ...]
     safety_backup: Path
     planned_at: datetime
+    strategy: Strategy = Strategy.IN_PLACE  # the one that will run (after the room check)
+    strategy_note: str = ""
 
     @property
     def backup_age_seconds(self) -> float:
@@ -60,7 +63,8 @@ class RollbackPlan:
             "tables_in_backup": len(self.archive.tables),
             "containers": [c.name for c in self.containers],
             "safety_backup": self.safety_backup.name,
-            "strategy": self.environment.strategy.value,
+            "strategy": self.strategy.value,
+            "strategy_note": self.strategy_note,
         }
 
 
@@ -82,7 +86,11 @@ class RollbackResult:
     error: str | None = None
     # One sentence a responder can act on: where the environment stands now.
     environment_state: str = ""
-    downtime_seconds: float | None = None
+    downtime_seconds: float | None = None  # containers stopped → health checks passing
+    database_unavailable_seconds: float | None = None
+    strategy: str = Strategy.IN_PLACE.value
+    old_database: str | None = None  # swap: the pre-rollback database, kept for undo
+    keep_old_until: datetime | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -91,6 +99,10 @@ class RollbackResult:
             "environment_state": self.environment_state,
             "safety_backup": str(self.safety_backup.path) if self.safety_backup else None,
             "downtime_seconds": self.downtime_seconds,
+            "database_unavailable_seconds": self.database_unavailable_seconds,
+            "strategy": self.strategy,
+            "old_database": self.old_database,
+            "keep_old_until": self.keep_old_until.isoformat() if self.keep_old_until else None,
             "steps": [
                 {
                     "step": s.step.value,
@@ -112,9 +124,17 @@ def target_for(services: Services, environment: Environment) -> DatabaseTarget:
 
 
 async def plan_rollback(
-    services: Services, environment_name: str, backup_name: str | None
+    services: Services,
+    environment_name: str,
+    backup_name: str | None,
+    *,
+    own_run_id: str | None = None,
 ) -> RollbackPlan:
-    """Pre-flight, read-only: the backup, its archive, the engine, the containers, the database."""
+    """Pre-flight, read-only: the backup, its archive, the engine, the containers, the database.
+
+    `own_run_id`: the run this plan is for, already recorded (awaiting approval), which is
+    not a conflict with itself.
+    """
     environment = services.environment(environment_name)
     backup = await catalogue.resolve_backup(environment, backup_name)
     archive = await catalogue.inspect_archive(services.tools, backup)
@@ -124,11 +144,26 @@ async def plan_rollback(
         raise NoContainers(environment.compose_project)
     await database.ping(target_for(services, environment))
     active = await services.store.active_run(environment.name)
-    if active is not None:
+    if active is not None and active.id != own_run_id:
         raise RunConflict(environment.name, active.id, active.requested_by)
     now = datetime.now(UTC)
     safety = environment.backups_dir / database.safety_backup_name(now)
-    return RollbackPlan(environment, backup, archive, tuple(containers), safety, now)
+    strategy, note = await _choose_strategy(services, environment)
+    return RollbackPlan(
+        environment, backup, archive, tuple(containers), safety, now, strategy, note
+    )
+
+
+async def _choose_strategy(services: Services, environment: Environment) -> tuple[Strategy, str]:
+    if environment.strategy is Strategy.IN_PLACE:
+        return Strategy.IN_PLACE, "in-place, as configured"
+    try:
+        room = await swap.check_room(target_for(services, environment))
+    except RollbackError as error:
+        return Strategy.IN_PLACE, f"in-place: the swap cannot be prepared ({error})"
+    if not room.ok:
+        return Strategy.IN_PLACE, f"in-place: {room.reason}"
+    return Strategy.SWAP, f"swap: {room.reason}"
 
 
 class _Recorder:
@@ -203,7 +238,9 @@ class _Execution:
         self.stopped: list[Container] = []
         self.safety: Backup | None = None
         self.database_changed = False  # True once the restore may have committed
+        self.swapped = False  # swap strategy: the staging database is live
         self.down_since: float | None = None
+        self.database_unavailable_seconds: float | None = None
         self.health: HealthReport | None = None
 
     async def stop(self) -> None:
@@ -218,10 +255,9 @@ class _Execution:
                 raise ContainerError(
                     "Could not stop " + "; ".join(f"{o.container.name}: {o.error}" for o in failed)
                 )
+            idle = len(current) - len(running)
             record.message = f"{len(self.stopped)} stopped" + (
-                f", {len(current) - len(running)} already stopped"
-                if len(current) > len(running)
-                else ""
+                f", {idle} already stopped" if idle else ""
             )
 
     async def safety_backup(self) -> None:
@@ -235,6 +271,7 @@ class _Execution:
             if ended:
                 await self.recorder.progress(Step.RESTORE, f"ended {ended} other session(s)")
             await self.recorder.progress(Step.RESTORE, f"restoring {self.plan.backup.name}")
+            began = time.monotonic()
             try:
                 await database.restore_in_place(self.target, self.plan.backup)
             except RestoreFailed as error:
@@ -244,9 +281,18 @@ class _Execution:
                 self.database_changed = True  # interrupted: we cannot know, so assume it did
                 raise
             self.database_changed = True
-            await self.recorder.progress(Step.RESTORE, "refreshing planner statistics")
-            await database.analyze(self.target)
+            self.database_unavailable_seconds = time.monotonic() - began
             record.message = f"{self.plan.backup.name} restored"
+
+    async def cut_over(self, names: swap.SwapNames) -> None:
+        async with self.recorder.step(Step.CUTOVER) as record:
+            seconds = await swap.cut_over(self.target, names)
+            self.swapped = True
+            self.database_unavailable_seconds = seconds
+            record.message = (
+                f"{names.live} is the backup now; the old one is kept as {names.old} "
+                f"({seconds * 1000:.0f} ms without a database)"
+            )
 
     async def start(self) -> None:
         async with self.recorder.step(Step.START) as record:
@@ -277,6 +323,26 @@ class _Execution:
                 )
         return report
 
+    async def analyze(self) -> None:
+        """Statistics after an in-place restore, while the application is already back."""
+        async with self.recorder.step(Step.ANALYZE):
+            await database.analyze(self.target)
+
+    async def restart_stopped(self) -> str | None:
+        if not self.stopped:
+            return None
+        try:
+            async with self.recorder.step(Step.RESTART) as record:
+                outcomes = await self.services.runtime.start(self.stopped)
+                still = [o for o in outcomes if not o.ok]
+                self.stopped = [o.container for o in still]
+                if still:
+                    raise ContainerError("; ".join(f"{o.container.name}: {o.error}" for o in still))
+                record.message = f"{len(outcomes)} started"
+        except (RollbackError, OSError) as error:
+            return f"CONTAINERS STILL STOPPED: {_names(self.stopped)} ({error})"
+        return None
+
     async def compensate(self, failure: BaseException) -> str:
         """Put back what was changed and start what was stopped; returns the state sentence."""
         notes: list[str] = []
@@ -299,20 +365,81 @@ class _Execution:
             notes.append(
                 "database unchanged: the restore ran in one transaction and was rolled back"
             )
-        if self.stopped:
-            try:
-                async with self.recorder.step(Step.RESTART) as record:
-                    outcomes = await self.services.runtime.start(self.stopped)
-                    still = [o for o in outcomes if not o.ok]
-                    self.stopped = [o.container for o in still]
-                    if still:
-                        raise ContainerError(
-                            "; ".join(f"{o.container.name}: {o.error}" for o in still)
-                        )
-                    record.message = f"{len(outcomes)} started"
-            except (RollbackError, OSError) as error:
-                notes.append(f"CONTAINERS STILL STOPPED: {_names(self.stopped)} ({error})")
+        restarted = await self.restart_stopped()
+        if restarted:
+            notes.append(restarted)
         return "; ".join(notes)
+
+    async def undo_swap(self, names: swap.SwapNames) -> str:
+        """After a failed start or health check: the old database back, containers up."""
+        notes: list[str] = []
+        try:
+            if not self.stopped:
+                current = await self.services.runtime.containers(self.env.compose_project)
+                running = [c for c in current if c.running]
+                async with self.recorder.step(Step.STOP):
+                    outcomes = await self.services.runtime.stop(
+                        running, self.env.stop_timeout_seconds
+                    )
+                    self.stopped = [o.container for o in outcomes if o.ok]
+            async with self.recorder.step(Step.SWAP_BACK) as record:
+                await swap.swap_back(self.target, names, names.staging)
+                self.swapped = False
+                record.message = f"{names.live} is the pre-rollback database again"
+            notes.append("undone automatically: the database is back on its pre-rollback data")
+            await asyncio.shield(swap.drop_database(self.target, names.staging))
+        except (RollbackError, OSError) as error:
+            notes.append(f"UNDO FAILED ({error}); the pre-rollback database is {names.old}")
+        restarted = await self.restart_stopped()
+        if restarted:
+            notes.append(restarted)
+        return "; ".join(notes)
+
+
+@dataclass
+class Preparation:
+    """Work done before approval: for a swap, the staging database and the data-loss preview."""
+
+    names: swap.SwapNames | None
+    loss: list[swap.TableLoss] = field(default_factory=list)
+    note: str = ""
+
+
+async def prepare_rollback(
+    services: Services, plan: RollbackPlan, *, run_id: str, listener: Listener
+) -> Preparation:
+    """Non-destructive work that may start before approval (the application keeps running).
+
+    For a swap: restore the backup into a staging database and compare row counts with
+    the live one. If that fails, the run falls back to in-place, and says why.
+    """
+    if plan.strategy is not Strategy.SWAP:
+        return Preparation(None, note=plan.strategy_note)
+    recorder = _Recorder(services, run_id, listener)
+    target = target_for(services, plan.environment)
+    names = swap.SwapNames.for_run(target.name, run_id)
+    try:
+        async with recorder.step(Step.PREPARE) as record:
+            await swap.restore_into_staging(
+                target,
+                plan.backup,
+                names,
+                jobs=plan.environment.restore_jobs,
+                entries=plan.archive.entries,
+                progress=lambda message: recorder.progress(Step.PREPARE, message),
+            )
+            loss = await swap.preview_data_loss(target, names)
+            removed = sum(max(t.removed, 0) for t in loss)
+            record.message = f"staging database ready; {removed} row(s) will leave the live data"
+    except RollbackError as error:
+        return Preparation(None, note=f"in-place: preparing the swap failed ({error})")
+    return Preparation(names, loss, plan.strategy_note)
+
+
+async def discard_preparation(services: Services, plan: RollbackPlan, prep: Preparation) -> None:
+    """A rejected, cancelled or expired run leaves no staging database behind."""
+    if prep.names is not None:
+        await swap.drop_database(target_for(services, plan.environment), prep.names.staging)
 
 
 async def execute_rollback(
@@ -321,24 +448,46 @@ async def execute_rollback(
     *,
     run_id: str,
     listener: Listener,
+    preparation: Preparation | None = None,
 ) -> RollbackResult:
-    """Stop, safety backup, restore, start, health; on failure undo and restart, always report."""
+    """The destructive steps with their compensations; always reports where things stand.
+
+    in-place: stop, safety backup, restore (one transaction), start, health, ANALYZE.
+    swap: (prepare), stop, cut over (two renames), start, health, dump the old database;
+    a failed start or health check swaps the old database back by itself.
+    """
+    if preparation is None:
+        preparation = await prepare_rollback(services, plan, run_id=run_id, listener=listener)
     recorder = _Recorder(services, run_id, listener)
     run = _Execution(services, plan, recorder)
-    result = RollbackResult(run_id=run_id, ok=False)
+    result = RollbackResult(run_id=run_id, ok=False, strategy=plan.strategy.value)
+    names = preparation.names
+    if names is None:
+        result.strategy = Strategy.IN_PLACE.value
     lock = await services.store.hold(run_id)
     try:
         await services.store.update(run_id, status=RunStatus.RUNNING)
         try:
             await run.stop()
-            await run.safety_backup()
-            await run.restore()
+            if names is None:
+                await run.safety_backup()
+                await run.restore()
+            else:
+                await run.cut_over(names)
             await run.start()
         except (RollbackError, OSError, asyncio.CancelledError) as failure:
             interrupted = isinstance(failure, asyncio.CancelledError)
             result.error = "interrupted" if interrupted else str(failure)
             # Compensation must finish even while being cancelled (Ctrl-C).
-            notes = await asyncio.shield(run.compensate(failure))
+            if names is not None and run.swapped:
+                notes = await asyncio.shield(run.undo_swap(names))
+            else:
+                notes = await asyncio.shield(run.compensate(failure))
+                if names is not None:
+                    await asyncio.shield(_drop_quietly(run, names.staging))
+                    notes = "; ".join(
+                        n for n in (notes, "database unchanged: nothing was renamed") if n
+                    )
             state = await asyncio.shield(_describe_state(run))
             result.environment_state = "; ".join(p for p in (notes, state) if p)
             _collect(result, recorder, run)
@@ -346,23 +495,33 @@ async def execute_rollback(
             if interrupted:
                 raise
             return result
-        if run.down_since is not None:
-            result.downtime_seconds = time.monotonic() - run.down_since
         try:
             await run.check_health()
+            if run.down_since is not None:
+                result.downtime_seconds = time.monotonic() - run.down_since
             result.ok = True
             result.environment_state = (
                 f"{plan.environment.name} is running on {plan.backup.name}; health checks pass"
             )
         except RollbackError as failure:
-            # The restore itself succeeded; whether to go back is the responders' call
-            # (after a database-first full rollback, the old code is expected to fail).
             result.error = str(failure)
-            safety = run.safety.name if run.safety else "the safety backup"
-            result.environment_state = (
-                f"{plan.environment.name} is running on {plan.backup.name} but health checks FAIL; "
-                f"the pre-rollback data is in {safety} (roll back to it to undo)"
-            )
+            if names is not None:
+                # The old database is intact and a rename away: go back by ourselves.
+                notes = await run.undo_swap(names)
+                state = await _describe_state(run)
+                result.environment_state = "; ".join(p for p in (notes, state) if p)
+            else:
+                # In place, going back is another full restore: the responders decide
+                # (after a database-first full rollback the old code is expected to fail).
+                safety = run.safety.name if run.safety else "the safety backup"
+                result.environment_state = (
+                    f"{plan.environment.name} is running on {plan.backup.name} but health "
+                    f"checks FAIL; the pre-rollback data is in {safety} (roll back to it to undo)"
+                )
+        if names is None and run.database_changed:
+            await run.analyze()
+        elif names is not None and result.ok:
+            await _archive_old(run, names, result)
         _collect(result, recorder, run)
         await _finish(services, run_id, result)
         return result
@@ -370,8 +529,30 @@ async def execute_rollback(
         await asyncio.shield(services.store.release(lock, run_id))
 
 
+async def _drop_quietly(run: _Execution, name: str) -> None:
+    try:
+        await swap.drop_database(run.target, name)
+    except RollbackError:
+        log.warning("could not drop %s", name, exc_info=True)
+
+
+async def _archive_old(run: _Execution, names: swap.SwapNames, result: RollbackResult) -> None:
+    """Dump the old database beside the backups, so nothing is lost when it is dropped."""
+    result.old_database = names.old
+    result.keep_old_until = datetime.now(UTC) + timedelta(hours=run.env.keep_old_database_hours)
+    try:
+        async with run.recorder.step(Step.ARCHIVE_OLD) as record:
+            old = DatabaseTarget(with_database(run.target.url, names.old), run.services.tools)
+            run.safety = await database.dump_database(old, run.plan.safety_backup)
+            record.message = f"{run.safety.name} ({run.safety.size_bytes / 1e6:.1f} MB)"
+    except RollbackError as error:
+        # The environment is fine and the old database itself is still there.
+        log.warning("dumping the old database failed: %s", error)
+
+
 def _collect(result: RollbackResult, recorder: _Recorder, run: _Execution) -> None:
     result.steps, result.safety_backup, result.health = recorder.steps, run.safety, run.health
+    result.database_unavailable_seconds = run.database_unavailable_seconds
 
 
 async def _describe_state(run: _Execution) -> str:
@@ -408,6 +589,6 @@ async def rollback_database(
         status=RunStatus.RUNNING,
         plan=plan.summary(),
         backup_name=plan.backup.name,
-        strategy=plan.environment.strategy.value,
+        strategy=plan.strategy.value,
     )
     return await execute_rollback(services, plan, run_id=run.id, listener=listener)

@@ -65,6 +65,7 @@ async def test_rollback_restores_exactly_the_backup_and_keeps_a_safety_copy(
         Step.RESTORE,
         Step.START,
         Step.HEALTH,
+        Step.ANALYZE,
     ]
     # Exactly the backup: the new table, view, schema, column and rows are all gone.
     assert await database_snapshot(stage.dsn) == at_backup

@@ -1,0 +1,408 @@
+"""The swap strategy: restore into a staging database while the application runs, then
+rename the live database aside and the staging one into its place (both in one transaction).
+
+The old database, renamed, is the safety copy: undoing is two more renames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from services import processes
+from services.backups import Backup
+from services.database import DatabaseTarget
+from services.errors import DatabaseError
+from services.pgtools import with_database
+
+Progress = Callable[[str], Awaitable[None]]
+
+# GUCs whose stored value is a list: each item must be passed as its own literal.
+_LIST_SETTINGS = {
+    "search_path",
+    "temp_tablespaces",
+    "session_preload_libraries",
+    "local_preload_libraries",
+}
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class SwapNames:
+    live: str
+    staging: str
+    old: str
+
+    @classmethod
+    def for_run(cls, live: str, run_id: str) -> SwapNames:
+        # PostgreSQL truncates names at 63 bytes; keep the suffix, which makes them unique.
+        tag = run_id.replace("-", "_")
+        return cls(live, f"{live[:40]}__rb_staging_{tag}", f"{live[:40]}__rb_old_{tag}")
+
+
+@dataclass(frozen=True)
+class Room:
+    ok: bool
+    reason: str
+    live_bytes: int
+    free_bytes: int | None
+
+
+@dataclass(frozen=True)
+class TableLoss:
+    table: str
+    live_rows: int
+    backup_rows: int
+
+    @property
+    def removed(self) -> int:
+        return self.live_rows - self.backup_rows
+
+
+async def maintenance(target: DatabaseTarget) -> asyncpg.Connection:
+    """A connection to the server's `postgres` database: renames need one outside both."""
+    try:
+        return await asyncpg.connect(with_database(target.url, "postgres"), timeout=10)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        raise DatabaseError(
+            "Cannot connect to the server's postgres database", str(error)
+        ) from error
+
+
+async def check_room(target: DatabaseTarget, headroom: float = 1.2) -> Room:
+    """Whether the server's disk can hold a second copy of the database.
+
+    The free space is read where the data directory is visible from here (the same
+    host); otherwise it is unknown and the swap is tried (a full disk fails the staging
+    restore only, never the live database).
+    """
+    connection = await maintenance(target)
+    try:
+        live = int(await connection.fetchval("SELECT pg_database_size($1)", target.name))
+        allowed = await connection.fetchval(
+            "SELECT r.rolsuper OR (r.rolcreatedb AND pg_has_role(d.datdba, 'MEMBER'))"
+            " FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = $1",
+            target.name,
+        )
+        try:
+            data_directory = await connection.fetchval("SELECT current_setting('data_directory')")
+        except asyncpg.InsufficientPrivilegeError:
+            data_directory = None
+    finally:
+        await connection.close()
+    if not allowed:
+        reason = "the database user may not create and rename databases (needs CREATEDB + owner)"
+        return Room(False, reason, live, None)
+    need = int(live * headroom) + (64 << 20)
+    visible = bool(data_directory) and await asyncio.to_thread(Path(data_directory).exists)
+    if visible:
+        free = (await asyncio.to_thread(shutil.disk_usage, data_directory)).free
+        if free < need:
+            return Room(
+                False,
+                f"the server has {free / 1e9:.2f} GB free, a second copy needs {need / 1e9:.2f} GB",
+                live,
+                free,
+            )
+        return Room(True, f"{free / 1e9:.1f} GB free for a {live / 1e9:.2f} GB copy", live, free)
+    return Room(True, "server free space not visible from here; trying the swap", live, None)
+
+
+async def drop_database(target: DatabaseTarget, name: str) -> None:
+    connection = await maintenance(target)
+    try:
+        await connection.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
+    except asyncpg.PostgresError as error:
+        raise DatabaseError(f"Cannot drop database {name}", str(error)) from error
+    finally:
+        await connection.close()
+
+
+async def _create_like(connection: asyncpg.Connection, live: str, staging: str) -> None:
+    row = await connection.fetchrow(
+        "SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding,"
+        " datcollate, datctype, datconnlimit FROM pg_database WHERE datname = $1",
+        live,
+    )
+    if row is None:
+        raise DatabaseError(f"Database {live} does not exist")
+    await connection.execute(
+        f"CREATE DATABASE {_ident(staging)} WITH TEMPLATE template0"
+        f" OWNER {_ident(row['owner'])} ENCODING {_literal(row['encoding'])}"
+        f" LC_COLLATE {_literal(row['datcollate'])} LC_CTYPE {_literal(row['datctype'])}"
+        f" CONNECTION LIMIT {int(row['datconnlimit'])}"
+    )
+
+
+async def copy_database_properties(connection: asyncpg.Connection, live: str, staging: str) -> None:
+    """GRANTs, `ALTER DATABASE … SET` settings and the comment: a dump without the
+    database entry does not carry them, and the swap must not lose them."""
+    source = await connection.fetchrow(
+        "SELECT oid, datacl IS NULL AS default_acl, pg_get_userbyid(datdba) AS owner,"
+        " shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1",
+        live,
+    )
+    assert source is not None
+    target = _ident(staging)
+    statements: list[str] = []
+    if not source["default_acl"]:
+        statements.append(f"REVOKE ALL ON DATABASE {target} FROM PUBLIC")
+        statements.append(f"REVOKE ALL ON DATABASE {target} FROM {_ident(source['owner'])}")
+        grants = await connection.fetch(
+            "SELECT a.grantee, a.privilege_type, a.is_grantable"
+            " FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = $1",
+            live,
+        )
+        for grant in grants:
+            grantee = (
+                "PUBLIC"
+                if grant["grantee"] == 0
+                else _ident(
+                    await connection.fetchval("SELECT pg_get_userbyid($1)", grant["grantee"])
+                )
+            )
+            option = " WITH GRANT OPTION" if grant["is_grantable"] else ""
+            statements.append(
+                f"GRANT {grant['privilege_type']} ON DATABASE {target} TO {grantee}{option}"
+            )
+    settings = await connection.fetch(
+        "SELECT CASE WHEN setrole = 0 THEN NULL ELSE pg_get_userbyid(setrole) END AS role,"
+        " setconfig FROM pg_db_role_setting WHERE setdatabase = $1",
+        source["oid"],
+    )
+    for setting in settings:
+        scope = f"ROLE {_ident(setting['role'])} IN " if setting["role"] else ""
+        for item in setting["setconfig"]:
+            name, _, value = item.partition("=")
+            if name in _LIST_SETTINGS:
+                values = ", ".join(_literal(v.strip()) for v in value.split(","))
+            else:
+                values = _literal(value)
+            statements.append(f"ALTER {scope}DATABASE {target} SET {_ident(name)} TO {values}")
+    if source["comment"] is not None:
+        statements.append(f"COMMENT ON DATABASE {target} IS {_literal(source['comment'])}")
+    for statement in statements:
+        await connection.execute(statement)
+
+
+async def restore_into_staging(
+    target: DatabaseTarget,
+    backup: Backup,
+    names: SwapNames,
+    *,
+    jobs: int,
+    entries: int,
+    progress: Progress,
+) -> None:
+    """Create the staging database like the live one and restore the backup into it."""
+    connection = await maintenance(target)
+    try:
+        await connection.execute(f"DROP DATABASE IF EXISTS {_ident(names.staging)} WITH (FORCE)")
+        await _create_like(connection, names.live, names.staging)
+    except asyncpg.PostgresError as error:
+        raise DatabaseError("Cannot create the staging database", str(error)) from error
+    finally:
+        await connection.close()
+    env = {**target.libpq_env, "PGDATABASE": names.staging}
+    argv = [
+        target.tools.pg_restore,
+        f"--dbname={names.staging}",
+        f"--jobs={jobs}",
+        "--exit-on-error",
+        "--verbose",  # one line per item: the progress shown while approvers read
+        str(backup.path),
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    errors: list[str] = []
+    done = 0
+    last_report = 0.0
+    try:
+        assert process.stderr is not None
+        while line := await process.stderr.readline():
+            text = line.decode(errors="replace").rstrip()
+            if text.startswith("pg_restore: processing item") or text.startswith(
+                "pg_restore: finished item"
+            ):
+                done += 1
+                now = time.monotonic()
+                if now - last_report >= 1.0:
+                    last_report = now
+                    share = min(100, round(100 * done / max(entries, 1)))
+                    await progress(f"restoring into the staging database: {share}%")
+            elif "error" in text.lower():
+                errors.append(text)
+        returncode = await process.wait()
+    except BaseException:
+        await processes.kill(process)
+        await drop_database(target, names.staging)
+        raise
+    if returncode != 0:
+        await drop_database(target, names.staging)
+        raise DatabaseError(
+            f"Restore of {backup.name} into the staging database failed",
+            "\n".join(errors[-20:]) or f"pg_restore exited with {returncode}",
+        )
+    staging = DatabaseTarget(with_database(target.url, names.staging), target.tools)
+    await progress("refreshing planner statistics on the staging database")
+    connection = await asyncpg.connect(staging.url)
+    try:
+        await connection.execute("ANALYZE")
+    finally:
+        await connection.close()
+    connection = await maintenance(target)
+    try:
+        await copy_database_properties(connection, names.live, names.staging)
+    finally:
+        await connection.close()
+
+
+async def _row_counts(url: str) -> dict[str, int]:
+    connection = await asyncpg.connect(url)
+    try:
+        tables = await connection.fetch(
+            "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT LIKE 'pg\\_%'"
+            " AND n.nspname <> 'information_schema'"
+        )
+        counts = {}
+        for table in tables:
+            counts[table["name"]] = int(
+                await connection.fetchval(f"SELECT count(*) FROM {table['name']}")
+            )
+        return counts
+    finally:
+        await connection.close()
+
+
+async def preview_data_loss(target: DatabaseTarget, names: SwapNames) -> list[TableLoss]:
+    """Per table: rows in the live database against rows in the backup (staging)."""
+    live, staged = await asyncio.gather(
+        _row_counts(target.url), _row_counts(with_database(target.url, names.staging))
+    )
+    return [
+        TableLoss(table, live.get(table, 0), staged.get(table, 0))
+        for table in sorted(set(live) | set(staged))
+    ]
+
+
+async def _end_sessions(connection: asyncpg.Connection, databases: list[str]) -> int:
+    """Terminate the sessions on these databases and wait until they are gone."""
+    await connection.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid()",
+        databases,
+    )
+    deadline = time.monotonic() + 5
+    while True:
+        left = int(
+            await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = ANY($1::text[])"
+                " AND pid <> pg_backend_pid()",
+                databases,
+            )
+        )
+        if left == 0 or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(0.02)
+
+
+async def _rename_pair(
+    connection: asyncpg.Connection, first: tuple[str, str], second: tuple[str, str]
+) -> None:
+    async with connection.transaction():
+        await connection.execute(f"ALTER DATABASE {_ident(first[0])} RENAME TO {_ident(first[1])}")
+        await connection.execute(
+            f"ALTER DATABASE {_ident(second[0])} RENAME TO {_ident(second[1])}"
+        )
+
+
+async def cut_over(target: DatabaseTarget, names: SwapNames) -> float:
+    """Refuse new connections to the live database, end its sessions, and swap the names
+    (live → old, staging → live) in one transaction. Returns the seconds it took.
+
+    On failure nothing is renamed and the live database accepts connections again.
+    """
+    connection = await maintenance(target)
+    began = time.monotonic()
+    live = _ident(names.live)
+    try:
+        await connection.execute(f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS false")
+        try:
+            for attempt in range(3):
+                await _end_sessions(connection, [names.live, names.staging])
+                try:
+                    await _rename_pair(
+                        connection, (names.live, names.old), (names.staging, names.live)
+                    )
+                    break
+                except asyncpg.ObjectInUseError:
+                    if attempt == 2:
+                        raise
+        except BaseException:
+            await connection.execute(f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS true")
+            raise
+        seconds = time.monotonic() - began
+        # Applications connect by the live name; the old one is open again for its dump.
+        await connection.execute(f"ALTER DATABASE {_ident(names.old)} WITH ALLOW_CONNECTIONS true")
+        return seconds
+    except asyncpg.PostgresError as error:
+        raise DatabaseError("The cut-over was refused; nothing was renamed", str(error)) from error
+    finally:
+        await connection.close()
+
+
+async def swap_back(target: DatabaseTarget, names: SwapNames, aside: str) -> float:
+    """Undo: the current live database goes to `aside`, the old one back to the live name."""
+    connection = await maintenance(target)
+    began = time.monotonic()
+    live = _ident(names.live)
+    try:
+        await connection.execute(f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS false")
+        try:
+            for attempt in range(3):
+                await _end_sessions(connection, [names.live, names.old])
+                try:
+                    await _rename_pair(connection, (names.live, aside), (names.old, names.live))
+                    break
+                except asyncpg.ObjectInUseError:
+                    if attempt == 2:
+                        raise
+        except BaseException:
+            await connection.execute(f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS true")
+            raise
+        # The database now live was the old one, which was refusing connections.
+        await connection.execute(f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS true")
+        return time.monotonic() - began
+    except asyncpg.PostgresError as error:
+        raise DatabaseError("The undo swap was refused", str(error)) from error
+    finally:
+        await connection.close()
+
+
+async def database_exists(target: DatabaseTarget, name: str) -> bool:
+    connection = await maintenance(target)
+    try:
+        return bool(await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+    finally:
+        await connection.close()
