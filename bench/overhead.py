@@ -38,17 +38,21 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 PROJECT = "rbbench-overhead"
 
 
+LAST_OUTPUT: list[str] = []
+
+
 async def run(*argv: str, env: dict[str, str] | None = None) -> float:
     began = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         *argv,
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
     )
-    _, err = await process.communicate()
+    out, err = await process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed: {err.decode()[-2000:]}")
+    LAST_OUTPUT[:] = out.decode().splitlines()
     return time.perf_counter() - began
 
 
@@ -152,6 +156,9 @@ async def main() -> None:
                         )
                     )
                     print(f"round {round_number} bot:     {bot_totals[-1]:.2f} s", flush=True)
+                    for line in LAST_OUTPUT:
+                        if line.startswith("[") and "✓" in line:
+                            print(f"    {line}")
                     for extra in backups.glob("pre-rollback-*.dump"):
                         extra.unlink()
             finally:

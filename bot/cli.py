@@ -20,7 +20,13 @@ from services import backups as catalogue
 from services import humanize
 from services.environments import Environment
 from services.errors import BackupError, ConfigError, RollbackError, UnknownEnvironment
-from services.workflow import plan_rollback, rollback_database
+from services.workflow import (
+    expire_old_databases,
+    plan_rollback,
+    rollback_database,
+    undo_rollback,
+    undoable_run,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -69,6 +75,40 @@ async def cmd_rollback(args: argparse.Namespace) -> int:
         result = await rollback_database(services, plan, requested_by=_who(), listener=view)
         _out(terminal.result_lines(result))
         return EXIT_OK if result.ok else EXIT_FAILED
+
+
+async def cmd_undo(args: argparse.Namespace) -> int:
+    settings, environments = _load(args)
+    async with open_services(settings, environments) as services:
+        original = await undoable_run(services, args.environment)
+        if original is None:
+            services.environment(args.environment)  # unknown environment: its own message
+            raise RollbackError(
+                f"Nothing to undo for {args.environment}: its last rollback kept no old "
+                "database (undo an in-place rollback by rolling back to its safety backup)."
+            )
+        _out(
+            [
+                f"Undo run {original.id} of {args.environment} (to {original.backup_name}): "
+                f"swap {original.result and original.result.get('old_database')} back in."
+            ]
+        )
+        if not args.yes and not _confirm(args.environment):
+            _out(["Not confirmed; nothing was changed."])
+            return EXIT_FAILED
+        result = await undo_rollback(
+            services, args.environment, requested_by=_who(), listener=terminal.StepView()
+        )
+        _out(terminal.result_lines(result))
+        return EXIT_OK if result.ok else EXIT_FAILED
+
+
+async def cmd_expire(args: argparse.Namespace) -> int:
+    settings, environments = _load(args)
+    async with open_services(settings, environments) as services:
+        dropped = await expire_old_databases(services)
+    _out([f"dropped {name}" for name in dropped] or ["No old database is past its time."])
+    return EXIT_OK
 
 
 async def cmd_backups(args: argparse.Namespace) -> int:
@@ -138,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     rollback.add_argument("--dry-run", action="store_true", help="print the plan only")
     rollback.set_defaults(handler=cmd_rollback)
+
+    undo = sub.add_parser("undo", help="swap the pre-rollback database back (swap strategy)")
+    undo.add_argument("environment")
+    undo.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    undo.set_defaults(handler=cmd_undo)
+
+    expire = sub.add_parser(
+        "expire-old", help="drop old databases kept past keep_old_database_hours (for cron)"
+    )
+    expire.set_defaults(handler=cmd_expire)
 
     listing = sub.add_parser("backups", help="list an environment's backups")
     listing.add_argument("environment")

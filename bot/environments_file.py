@@ -41,7 +41,7 @@ class EnvironmentEntry(BaseModel):
     env_file: Path | None = None
     stop_timeout_seconds: float = Field(default=10.0, gt=0)
     restore_jobs: int = Field(default=2, ge=1)
-    strategy: Strategy = Strategy.IN_PLACE
+    strategy: Strategy = Strategy.SWAP
     keep_old_database_hours: float = Field(default=24.0, ge=0)
     health: HealthConfig = HealthConfig()
     approval: ApprovalPolicy = ApprovalPolicy()

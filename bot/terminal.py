@@ -8,7 +8,8 @@ from typing import TextIO
 
 from services import humanize
 from services.backups import Backup
-from services.events import EXECUTE_STEPS, STEP_LABELS, EventKind, Step, StepEvent
+from services.environments import Strategy
+from services.events import EXECUTE_STEPS, STEP_LABELS, SWAP_STEPS, EventKind, Step, StepEvent
 from services.workflow import RollbackPlan, RollbackResult
 
 MARKS = {"pending": "·", "running": "⏳", "done": "✓", "failed": "✗"}
@@ -29,9 +30,16 @@ def plan_lines(plan: RollbackPlan) -> list[str]:
         f"  containers    {len(plan.containers)} of Compose project {env.compose_project}:",
     ]
     lines += [f"                  {c.name} ({c.state})" for c in plan.containers]
+    steps = SWAP_STEPS if plan.strategy is Strategy.SWAP else EXECUTE_STEPS
     lines += [
-        f"  safety backup {plan.safety_backup}",
-        "  steps         " + " → ".join(STEP_LABELS[s] for s in EXECUTE_STEPS),
+        f"  strategy      {plan.strategy_note or plan.strategy.value}",
+        f"  safety backup {plan.safety_backup}"
+        + (
+            " (a dump of the old database, which is also kept)"
+            if plan.strategy is Strategy.SWAP
+            else ""
+        ),
+        "  steps         " + " → ".join(STEP_LABELS[s] for s in steps),
     ]
     return lines
 
@@ -95,7 +103,20 @@ def result_lines(result: RollbackResult) -> list[str]:
         lines.append(f"  error         {result.error}")
     lines.append(f"  state         {result.environment_state}")
     if result.downtime_seconds is not None:
-        lines.append(f"  downtime      {humanize.duration(result.downtime_seconds)}")
+        lines.append(
+            f"  downtime      {humanize.duration(result.downtime_seconds)} "
+            "(containers stopped → health checks passing)"
+        )
+    if result.database_unavailable_seconds is not None:
+        lines.append(
+            f"  database      unavailable for {result.database_unavailable_seconds:.2f} s"
+            f" ({result.strategy})"
+        )
+    if result.old_database and result.keep_old_until:
+        lines.append(
+            f"  old database  kept as {result.old_database} until "
+            f"{result.keep_old_until:%Y-%m-%d %H:%M} UTC (rollback-bot undo for an instant undo)"
+        )
     if result.safety_backup:
         lines.append(f"  safety backup {result.safety_backup.path}")
     if result.health:

@@ -156,7 +156,9 @@ async def dump_database(target: DatabaseTarget, destination: Path) -> Backup:
     return backup
 
 
-async def restore_in_place(target: DatabaseTarget, backup: Backup) -> None:
+async def restore_in_place(
+    target: DatabaseTarget, backup: Backup, *, wipe_first: bool = False
+) -> None:
     """Make the database exactly the backup, in one transaction: all of it or none of it.
 
     pg_restore turns the archive into SQL, which is relayed into psql between our own BEGIN
@@ -187,7 +189,7 @@ async def restore_in_place(target: DatabaseTarget, backup: Backup) -> None:
         )
         psql_err_task = asyncio.ensure_future(_read_all(consumer.stderr))
         restore_err_task = asyncio.ensure_future(_read_all(producer.stderr))
-        committed = await _relay(producer, consumer)
+        committed = await _relay(producer, consumer, wipe_first=wipe_first)
         await consumer.wait()
         psql_err, restore_err = await psql_err_task, await restore_err_task
     except BaseException:
@@ -200,9 +202,10 @@ async def restore_in_place(target: DatabaseTarget, backup: Backup) -> None:
         if consumer.returncode != 0 and psql_err.strip():
             detail = psql_err.strip()
         raise RestoreFailed(
-            f"Restore of {backup.name} failed and was rolled back",
+            f"Restore of {backup.name} failed"
+            + (" after the database was emptied" if wipe_first else " and was rolled back"),
             detail[-2000:],
-            may_have_committed=False,
+            may_have_committed=wipe_first,
         )
     if consumer.returncode != 0:
         raise RestoreFailed(
@@ -218,13 +221,21 @@ async def _read_all(stream: asyncio.StreamReader | None) -> str:
 
 
 async def _relay(
-    producer: asyncio.subprocess.Process, consumer: asyncio.subprocess.Process
+    producer: asyncio.subprocess.Process,
+    consumer: asyncio.subprocess.Process,
+    *,
+    wipe_first: bool,
 ) -> bool:
-    """Copy pg_restore's script into psql inside BEGIN … COMMIT; True if COMMIT was sent."""
+    """Copy pg_restore's script into psql inside BEGIN … COMMIT; True if COMMIT was sent.
+
+    wipe_first commits the wipe on its own, which frees the old data's disk space before
+    the restore writes the new (for a server without room for both at once).
+    """
     source, sink = producer.stdout, consumer.stdin
     assert source is not None and sink is not None
     try:
-        sink.write(b"BEGIN;\n" + WIPE_SQL.encode() + b"\n")
+        wipe = b"BEGIN;\n" + WIPE_SQL.encode() + b"\n"
+        sink.write(wipe + b"COMMIT;\nBEGIN;\n" if wipe_first else wipe)
         while chunk := await source.read(1 << 20):
             sink.write(chunk)
             await sink.drain()

@@ -33,6 +33,29 @@ _LIST_SETTINGS = {
 }
 
 
+def _split_guc_list(value: str) -> list[str]:
+    """Items of a stored list setting (`public, "$user"`), double quotes removed, as
+    pg_dump's SplitGUCList does, so each can be passed back as a literal."""
+    items: list[str] = []
+    current, quoted, i = "", False, 0
+    while i < len(value):
+        char = value[i]
+        if char == '"':
+            if quoted and value[i + 1 : i + 2] == '"':
+                current += '"'
+                i += 1
+            else:
+                quoted = not quoted
+        elif char == "," and not quoted:
+            items.append(current.strip())
+            current = ""
+        else:
+            current += char
+        i += 1
+    items.append(current.strip())
+    return [item for item in items if item]
+
+
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -189,7 +212,7 @@ async def copy_database_properties(connection: asyncpg.Connection, live: str, st
         for item in setting["setconfig"]:
             name, _, value = item.partition("=")
             if name in _LIST_SETTINGS:
-                values = ", ".join(_literal(v.strip()) for v in value.split(","))
+                values = ", ".join(_literal(v) for v in _split_guc_list(value))
             else:
                 values = _literal(value)
             statements.append(f"ALTER {scope}DATABASE {target} SET {_ident(name)} TO {values}")
@@ -313,7 +336,7 @@ async def _end_sessions(connection: asyncpg.Connection, databases: list[str]) ->
         " WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid()",
         databases,
     )
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 1.5
     while True:
         left = int(
             await connection.fetchval(

@@ -29,7 +29,7 @@ from services.errors import (
 from services.events import EventKind, Listener, Step, StepEvent
 from services.health import HealthReport, run_health_checks
 from services.pgtools import with_database
-from services.run_store import RunStatus
+from services.run_store import RunRecord, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class RollbackPlan:
     planned_at: datetime
     strategy: Strategy = Strategy.IN_PLACE  # the one that will run (after the room check)
     strategy_note: str = ""
+    # No room for two copies: empty the database first (the safety backup covers it).
+    wipe_first: bool = False
 
     @property
     def backup_age_seconds(self) -> float:
@@ -148,22 +150,29 @@ async def plan_rollback(
         raise RunConflict(environment.name, active.id, active.requested_by)
     now = datetime.now(UTC)
     safety = environment.backups_dir / database.safety_backup_name(now)
-    strategy, note = await _choose_strategy(services, environment)
+    strategy, note, wipe_first = await _choose_strategy(services, environment)
     return RollbackPlan(
-        environment, backup, archive, tuple(containers), safety, now, strategy, note
+        environment, backup, archive, tuple(containers), safety, now, strategy, note, wipe_first
     )
 
 
-async def _choose_strategy(services: Services, environment: Environment) -> tuple[Strategy, str]:
-    if environment.strategy is Strategy.IN_PLACE:
-        return Strategy.IN_PLACE, "in-place, as configured"
+async def _choose_strategy(
+    services: Services, environment: Environment
+) -> tuple[Strategy, str, bool]:
+    """The configured strategy if the server has room for a second copy of the database
+    (a swap holds two databases; a one-transaction restore holds old and new rows until
+    COMMIT); otherwise in-place, emptying the database before restoring."""
     try:
         room = await swap.check_room(target_for(services, environment))
     except RollbackError as error:
-        return Strategy.IN_PLACE, f"in-place: the swap cannot be prepared ({error})"
+        return Strategy.IN_PLACE, f"in-place: the server could not be inspected ({error})", False
+    if room.free_bytes is not None and not room.ok:
+        return Strategy.IN_PLACE, f"in-place, emptying the database first: {room.reason}", True
+    if environment.strategy is Strategy.IN_PLACE:
+        return Strategy.IN_PLACE, "in-place, as configured", False
     if not room.ok:
-        return Strategy.IN_PLACE, f"in-place: {room.reason}"
-    return Strategy.SWAP, f"swap: {room.reason}"
+        return Strategy.IN_PLACE, f"in-place: {room.reason}", False
+    return Strategy.SWAP, f"swap: {room.reason}", False
 
 
 class _Recorder:
@@ -273,7 +282,9 @@ class _Execution:
             await self.recorder.progress(Step.RESTORE, f"restoring {self.plan.backup.name}")
             began = time.monotonic()
             try:
-                await database.restore_in_place(self.target, self.plan.backup)
+                await database.restore_in_place(
+                    self.target, self.plan.backup, wipe_first=self.plan.wipe_first
+                )
             except RestoreFailed as error:
                 self.database_changed = error.may_have_committed
                 raise
@@ -592,3 +603,133 @@ async def rollback_database(
         strategy=plan.strategy.value,
     )
     return await execute_rollback(services, plan, run_id=run.id, listener=listener)
+
+
+async def undoable_run(services: Services, environment_name: str) -> RunRecord | None:
+    """The environment's last rollback, if it was a swap whose old database is still kept."""
+    for run in await services.store.recent_runs(environment_name, 20):
+        if run.kind == "undo" and run.status is RunStatus.SUCCEEDED:
+            return None  # already undone
+        if run.kind != "database" or run.status is not RunStatus.SUCCEEDED:
+            continue
+        result = run.result or {}
+        if result.get("old_database") and not result.get("old_database_dropped"):
+            return run
+        return None
+    return None
+
+
+async def undo_rollback(
+    services: Services, environment_name: str, *, requested_by: str, listener: Listener
+) -> RollbackResult:
+    """Swap the pre-rollback database back: stop, two renames, start, health."""
+    environment = services.environment(environment_name)
+    original = await undoable_run(services, environment.name)
+    target = target_for(services, environment)
+    if original is None or original.result is None:
+        raise RollbackError(
+            f"Nothing to undo for {environment.name}: its last rollback kept no old database "
+            "(in-place rollbacks are undone by rolling back to their safety backup)."
+        )
+    old = str(original.result["old_database"])
+    if not await swap.database_exists(target, old):
+        raise RollbackError(f"The old database {old} of run {original.id} no longer exists.")
+    await services.runtime.ping()
+    run_record = await services.store.create_run(
+        environment=environment.name,
+        kind="undo",
+        requested_by=requested_by,
+        status=RunStatus.RUNNING,
+        plan={"undo_of": original.id, "old_database": old},
+        strategy=Strategy.SWAP.value,
+    )
+    run_id = run_record.id
+    names = swap.SwapNames(
+        target.name, f"{target.name[:40]}__rb_undone_{run_id.replace('-', '_')}", old
+    )
+    plan = await _undo_plan(services, environment, original)
+    recorder = _Recorder(services, run_id, listener)
+    run = _Execution(services, plan, recorder)
+    result = RollbackResult(run_id=run_id, ok=False, strategy=Strategy.SWAP.value)
+    lock = await services.store.hold(run_id)
+    try:
+        try:
+            await run.stop()
+            async with recorder.step(Step.SWAP_BACK) as record:
+                run.database_unavailable_seconds = await swap.swap_back(
+                    target, names, names.staging
+                )
+                record.message = (
+                    f"{names.live} holds the pre-rollback data again; the rolled-back one is "
+                    f"kept as {names.staging}"
+                )
+            await run.start()
+            await run.check_health()
+            if run.down_since is not None:
+                result.downtime_seconds = time.monotonic() - run.down_since
+            result.ok = True
+            result.old_database = names.staging
+            result.keep_old_until = datetime.now(UTC) + timedelta(
+                hours=environment.keep_old_database_hours
+            )
+            await services.store.update(
+                original.id, result={**original.result, "undone_by": run_id}
+            )
+        except (RollbackError, OSError) as failure:
+            result.error = str(failure)
+        restarted = await run.restart_stopped()
+        state = await _describe_state(run)
+        verdict = (
+            f"{environment.name} is back on its pre-rollback data" if result.ok else "undo failed"
+        )
+        result.environment_state = "; ".join(p for p in (verdict, restarted, state) if p)
+        _collect(result, recorder, run)
+        await _finish(services, run_id, result)
+        return result
+    finally:
+        await asyncio.shield(services.store.release(lock, run_id))
+
+
+async def _undo_plan(
+    services: Services, environment: Environment, original: RunRecord
+) -> RollbackPlan:
+    """A plan-shaped description of the undo, for the shared execution steps."""
+    containers = await services.runtime.containers(environment.compose_project)
+    now = datetime.now(UTC)
+    backup_name = original.backup_name or "the backup"
+    return RollbackPlan(
+        environment=environment,
+        backup=Backup(backup_name, environment.backups_dir / backup_name, 0, now),
+        archive=catalogue.ArchiveContents("", 0, ()),
+        containers=tuple(containers),
+        safety_backup=environment.backups_dir / database.safety_backup_name(now),
+        planned_at=now,
+        strategy=Strategy.SWAP,
+        strategy_note="undo of a swap",
+    )
+
+
+async def expire_old_databases(services: Services) -> list[str]:
+    """Drop the old databases kept past their time (their dump is in the backups folder)."""
+    dropped: list[str] = []
+    now = datetime.now(UTC)
+    for environment in services.environments.values():
+        target = target_for(services, environment)
+        for run in await services.store.recent_runs(environment.name, 50):
+            result = run.result or {}
+            name, until = result.get("old_database"), result.get("keep_old_until")
+            if not name or not until or result.get("old_database_dropped"):
+                continue
+            if datetime.fromisoformat(until) > now:
+                continue
+            if not result.get("safety_backup") and await swap.database_exists(target, name):
+                old = DatabaseTarget(with_database(target.url, name), services.tools)
+                dump = await database.dump_database(
+                    old, environment.backups_dir / database.safety_backup_name(now)
+                )
+                result = {**result, "safety_backup": str(dump.path)}
+            await swap.drop_database(target, name)
+            await services.store.update(run.id, result={**result, "old_database_dropped": True})
+            await services.store.append_event(run.id, "old_database_dropped", detail={"name": name})
+            dropped.append(name)
+    return dropped

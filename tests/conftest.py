@@ -28,7 +28,7 @@ from services.backups import Backup
 from services.bundle import Services
 from services.containers import DockerRuntime
 from services.database import DatabaseTarget, dump_database
-from services.environments import Environment, HealthConfig, HttpCheck
+from services.environments import Environment, HealthConfig, HttpCheck, Strategy
 from services.pgtools import PgTools, mask_password
 from services.run_store import RunStore, migrate
 
@@ -170,6 +170,7 @@ def make_environment(
         database_display=mask_password(dsn),
         backups_dir=backups_dir,
         stop_timeout_seconds=5,
+        strategy=Strategy.IN_PLACE,
         health=HealthConfig(
             http=tuple(HttpCheck(name=s, url=u) for s, u in project.web_urls.items()),
             deadline_seconds=deadline,

@@ -30,7 +30,7 @@ async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
     return process.returncode, out.decode(), err.decode()
 
 
-def write_config(stage: Stage, folder: Path) -> Path:
+def write_config(stage: Stage, folder: Path, strategy: str = "in-place") -> Path:
     env = stage.environment
     http = "\n".join(
         f'[[environments.{env.name}.health.http]]\nname = "{c.name}"\nurl = "{c.url}"\n'
@@ -44,6 +44,7 @@ compose_project = "{env.compose_project}"
 database_url = "{env.database_url.get_secret_value()}"
 backups_dir = "{env.backups_dir}"
 stop_timeout_seconds = 5
+strategy = "{strategy}"
 
 [environments.{env.name}.health]
 deadline_seconds = 20

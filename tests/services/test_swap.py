@@ -1,0 +1,348 @@
+"""The swap strategy on real PostgreSQL and containers (issue #4)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiodocker
+import asyncpg
+import pytest
+from pydantic import SecretStr
+
+from bot.demo_environment import database_snapshot, seed_demo_database
+from bot.throwaway_postgres import ThrowawayPostgres
+from services.database import DatabaseTarget, dump_database
+from services.environments import HttpCheck, Strategy
+from services.events import Step, StepEvent
+from services.pgtools import with_database
+from services.run_store import RunStatus
+from services.workflow import (
+    discard_preparation,
+    execute_rollback,
+    plan_rollback,
+    prepare_rollback,
+    rollback_database,
+    undo_rollback,
+)
+from tests.conftest import Stage
+from tests.services.conftest import change_after_backup, container_states
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[StepEvent] = []
+
+    async def __call__(self, event: StepEvent) -> None:
+        self.events.append(event)
+
+
+async def database_properties(dsn: str, name: str) -> dict[str, object]:
+    connection = await asyncpg.connect(with_database(dsn, "postgres"))
+    try:
+        row = await connection.fetchrow(
+            "SELECT pg_get_userbyid(datdba) AS owner, datacl::text[] AS acl, datconnlimit,"
+            " shobj_description(oid, 'pg_database') AS comment,"
+            " (SELECT array_agg(coalesce(r.rolname, '*') || ':'"
+            "   || array_to_string(s.setconfig, ';')"
+            "   ORDER BY r.rolname NULLS FIRST) FROM pg_db_role_setting s"
+            "   LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE s.setdatabase = d.oid) AS settings"
+            " FROM pg_database d WHERE datname = $1",
+            name,
+        )
+    finally:
+        await connection.close()
+    assert row is not None
+    return dict(row)
+
+
+async def database_names(dsn: str) -> set[str]:
+    connection = await asyncpg.connect(with_database(dsn, "postgres"))
+    try:
+        return {r["datname"] for r in await connection.fetch("SELECT datname FROM pg_database")}
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def swap_stage(stage: Stage, pg: ThrowawayPostgres) -> AsyncIterator[Stage]:
+    """The stage with the swap strategy and database-level properties worth keeping."""
+    role = f"reader_{uuid.uuid4().hex[:6]}"
+    connection = await asyncpg.connect(pg.superuser_dsn())
+    name = stage.database.name
+    await connection.execute(f"CREATE ROLE {role}")
+    await connection.execute(f"REVOKE CONNECT ON DATABASE {name} FROM PUBLIC")
+    await connection.execute(f"GRANT CONNECT ON DATABASE {name} TO {role}")
+    await connection.execute(f"ALTER DATABASE {name} SET work_mem TO '12MB'")
+    await connection.execute(f'ALTER DATABASE {name} SET search_path TO public, "$user"')
+    await connection.execute(f"ALTER ROLE {role} IN DATABASE {name} SET statement_timeout TO '5s'")
+    await connection.execute(f"COMMENT ON DATABASE {name} IS 'the shop'")
+    await connection.execute(f"ALTER DATABASE {name} CONNECTION LIMIT 50")
+    await connection.close()
+    yield stage.with_environment(strategy=Strategy.SWAP)
+    for database in await database_names(stage.dsn):
+        if database.startswith(name[:40] + "__rb_"):
+            await pg.drop_database(database)
+    connection = await asyncpg.connect(pg.superuser_dsn())
+    await connection.execute(f"DROP OWNED BY {role}")
+    await connection.execute(f"DROP ROLE {role}")
+    await connection.close()
+
+
+async def client_loop(dsn: str, stop: asyncio.Event, seen: list[int], errors: list[str]) -> None:
+    """A client that keeps connecting and reading, as an application's pool would."""
+    while not stop.is_set():
+        try:
+            connection = await asyncpg.connect(dsn, timeout=2)
+            try:
+                seen.append(int(await connection.fetchval("SELECT count(*) FROM orders")))
+            finally:
+                await connection.close()
+        except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+            errors.append(type(error).__name__)
+        await asyncio.sleep(0.01)
+
+
+async def test_swap_rollback_is_exactly_the_backup_keeps_properties_and_can_be_undone(
+    swap_stage: Stage, docker: aiodocker.Docker
+) -> None:
+    stage = swap_stage
+    name = stage.database.name
+    at_backup = await database_snapshot(stage.dsn)
+    await change_after_backup(stage.dsn)
+    before = await database_snapshot(stage.dsn)
+    properties = await database_properties(stage.dsn, name)
+
+    plan = await plan_rollback(stage.services, stage.environment.name, None)
+    assert plan.strategy is Strategy.SWAP, plan.strategy_note
+    stop, seen, errors = asyncio.Event(), [], []
+    clients = [asyncio.create_task(client_loop(stage.dsn, stop, seen, errors)) for _ in range(3)]
+    try:
+        events = Recorder()
+        result = await rollback_database(
+            stage.services, plan, requested_by="tester", listener=events
+        )
+    finally:
+        stop.set()
+        await asyncio.gather(*clients)
+
+    assert result.ok, (result.error, result.environment_state)
+    assert result.strategy == "swap"
+    steps = [e.step for e in events.events if e.kind.value == "step_finished"]
+    assert steps == [
+        Step.PREPARE,
+        Step.STOP,
+        Step.CUTOVER,
+        Step.START,
+        Step.HEALTH,
+        Step.ARCHIVE_OLD,
+    ]
+    preview = [
+        e for e in events.events if e.step is Step.PREPARE and e.kind.value == "step_finished"
+    ]
+    assert "row(s) will leave the live data" in preview[0].message
+    assert await database_snapshot(stage.dsn) == at_backup
+    assert await database_properties(stage.dsn, name) == properties
+    assert result.database_unavailable_seconds is not None
+    assert result.database_unavailable_seconds < 0.5
+    assert set((await container_states(docker, stage.project)).values()) == {"running"}
+    # The clients read the live data, then the backup's, through the same name.
+    assert seen[-1] == int(at_backup.checksums["public.orders"].split(":")[0])
+    assert int(before.checksums["public.orders"].split(":")[0]) in seen
+    assert result.old_database and result.old_database in await database_names(stage.dsn)
+    assert result.safety_backup is not None and result.safety_backup.path.exists()
+
+    undo = await undo_rollback(
+        stage.services, stage.environment.name, requested_by="tester", listener=Recorder()
+    )
+    assert undo.ok, (undo.error, undo.environment_state)
+    assert await database_snapshot(stage.dsn) == before
+    assert await database_properties(stage.dsn, name) == properties
+    assert set((await container_states(docker, stage.project)).values()) == {"running"}
+
+
+async def test_rejected_run_drops_its_staging_database(swap_stage: Stage) -> None:
+    stage = swap_stage
+    plan = await plan_rollback(stage.services, stage.environment.name, None)
+    run = await stage.services.store.create_run(
+        environment=stage.environment.name,
+        kind="database",
+        requested_by="a",
+        status=RunStatus.AWAITING_APPROVAL,
+        plan=plan.summary(),
+    )
+    prep = await prepare_rollback(stage.services, plan, run_id=run.id, listener=Recorder())
+    assert prep.names is not None
+    assert prep.names.staging in await database_names(stage.dsn)
+    assert {t.table for t in prep.loss} >= {"public.orders", "public.customers"}
+    await discard_preparation(stage.services, plan, prep)
+    assert prep.names.staging not in await database_names(stage.dsn)
+
+
+@contextlib.contextmanager
+def occupied(port: int):  # type: ignore[no-untyped-def]
+    """Hold a host port, so that a container publishing it cannot start."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        yield
+
+
+async def test_engine_error_on_start_swaps_back_and_restarts(
+    swap_stage: Stage, docker: aiodocker.Docker
+) -> None:
+    stage = swap_stage
+    await change_after_backup(stage.dsn)
+    before = await database_snapshot(stage.dsn)
+    port = int(stage.project.web_urls["web"].split(":")[2].split("/")[0])
+    holder: list[contextlib.ExitStack] = []
+
+    async def block_port_while_starting(event: StepEvent) -> None:
+        if event.step is Step.CUTOVER and event.kind.value == "step_finished":
+            stack = contextlib.ExitStack()
+            stack.enter_context(occupied(port))
+            holder.append(stack)
+        if event.step is Step.SWAP_BACK and event.kind.value == "step_started":
+            for stack in holder:
+                stack.close()
+
+    plan = await plan_rollback(stage.services, stage.environment.name, None)
+    result = await rollback_database(
+        stage.services, plan, requested_by="t", listener=block_port_while_starting
+    )
+    assert holder, "the port was never taken"
+    assert not result.ok
+    assert "Could not start" in (result.error or "")
+    assert "undone automatically" in result.environment_state
+    assert await database_snapshot(stage.dsn) == before
+    assert set((await container_states(docker, stage.project)).values()) == {"running"}
+
+
+async def test_failing_health_checks_swap_back(swap_stage: Stage, docker: aiodocker.Docker) -> None:
+    stage = swap_stage
+    web = stage.project.web_urls["web"]
+    health = stage.environment.health.model_copy(
+        update={
+            "http": (HttpCheck(name="web", url=web.replace("/health", "/missing")),),
+            "deadline_seconds": 2.0,
+        }
+    )
+    stage = stage.with_environment(health=health)
+    await change_after_backup(stage.dsn)
+    before = await database_snapshot(stage.dsn)
+    plan = await plan_rollback(stage.services, stage.environment.name, None)
+    result = await rollback_database(stage.services, plan, requested_by="t", listener=Recorder())
+    assert not result.ok
+    assert "Health checks failed" in (result.error or "")
+    assert "undone automatically" in result.environment_state
+    assert await database_snapshot(stage.dsn) == before
+    assert set((await container_states(docker, stage.project)).values()) == {"running"}
+
+
+async def test_rename_refused_because_a_session_stays_leaves_everything_as_it_was(
+    stage: Stage, pg: ThrowawayPostgres, docker: aiodocker.Docker
+) -> None:
+    """The bot's user cannot end a superuser's session, so the server refuses the rename."""
+    role = f"app_{uuid.uuid4().hex[:6]}"
+    database = f"shop_{uuid.uuid4().hex[:6]}"
+    admin = await asyncpg.connect(pg.superuser_dsn())
+    await admin.execute(f"CREATE ROLE {role} LOGIN CREATEDB")
+    await admin.execute(f"CREATE DATABASE {database} OWNER {role}")
+    await admin.close()
+    app_dsn = f"postgresql://{role}@127.0.0.1:{pg.port}/{database}"
+    try:
+        await seed_demo_database(app_dsn, rows=500)
+        backup = await dump_database(
+            DatabaseTarget(app_dsn, stage.services.tools),
+            stage.environment.backups_dir / "pre-deployment-20241206-120000.dump",
+        )
+        await change_after_backup(app_dsn)
+        before = await database_snapshot(app_dsn)
+        staged = stage.with_environment(database_url=SecretStr(app_dsn), strategy=Strategy.SWAP)
+        plan = await plan_rollback(staged.services, staged.environment.name, backup.name)
+        assert plan.strategy is Strategy.SWAP, plan.strategy_note
+        stubborn = await asyncpg.connect(pg.superuser_dsn(database))
+        try:
+            result = await rollback_database(
+                staged.services, plan, requested_by="t", listener=Recorder()
+            )
+        finally:
+            await stubborn.close()
+        assert not result.ok
+        assert "cut-over was refused" in (result.error or "")
+        assert "database unchanged" in result.environment_state
+        assert await database_snapshot(app_dsn) == before
+        assert set((await container_states(docker, stage.project)).values()) == {"running"}
+        names = await database_names(app_dsn)
+        assert not [n for n in names if n.startswith(database + "__rb_")]
+        # New connections are accepted again.
+        connection = await asyncpg.connect(app_dsn)
+        await connection.close()
+    finally:
+        admin = await asyncpg.connect(pg.superuser_dsn())
+        for name in await database_names(pg.superuser_dsn()):
+            if name.startswith(database):
+                await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
+
+
+@pytest.fixture
+async def small_disk_cluster() -> AsyncIterator[ThrowawayPostgres]:
+    """A cluster on a 250 MB tmpfs, WAL kept small: no room for two copies of 70 MB."""
+    mount = Path(f"/tmp/rb-small-disk-{uuid.uuid4().hex[:8]}")
+    await asyncio.to_thread(mount.mkdir)
+    mounted = await asyncio.to_thread(
+        subprocess.run, ["mount", "-t", "tmpfs", "-o", "size=250m", "tmpfs", str(mount)]
+    )
+    assert mounted.returncode == 0, "this test mounts a small tmpfs: it must run as root"
+    await asyncio.to_thread(mount.chmod, 0o777)
+    try:
+        settings = {"max_wal_size": "48MB", "min_wal_size": "32MB"}
+        async with ThrowawayPostgres(fast=True, base_dir=mount, settings=settings) as cluster:
+            yield cluster
+    finally:
+        await asyncio.to_thread(subprocess.run, ["umount", "-l", str(mount)])
+        await asyncio.to_thread(mount.rmdir)
+
+
+async def test_not_enough_disk_falls_back_to_in_place(
+    stage: Stage, small_disk_cluster: ThrowawayPostgres
+) -> None:
+    await small_disk_cluster.create_database("shop")
+    dsn = small_disk_cluster.superuser_dsn("shop")
+    await seed_demo_database(dsn, rows=200_000)
+    staged = stage.with_environment(database_url=SecretStr(dsn), strategy=Strategy.SWAP)
+    backup = await dump_database(
+        DatabaseTarget(dsn, stage.services.tools),
+        stage.environment.backups_dir / "pre-deployment-20241207-120000.dump",
+    )
+    expected = await database_snapshot(dsn)
+    await change_after_backup(dsn)
+    plan = await plan_rollback(staged.services, staged.environment.name, backup.name)
+    assert plan.strategy is Strategy.IN_PLACE
+    assert plan.wipe_first
+    assert "emptying the database first" in plan.strategy_note
+    result = await execute_rollback(
+        staged.services,
+        plan,
+        run_id=(
+            await staged.services.store.create_run(
+                environment=staged.environment.name,
+                kind="database",
+                requested_by="t",
+                status=RunStatus.RUNNING,
+                plan=plan.summary(),
+            )
+        ).id,
+        listener=Recorder(),
+    )
+    assert result.ok, result.error
+    assert result.strategy == "in-place"
+    assert await database_snapshot(dsn) == expected
