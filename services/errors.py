@@ -96,3 +96,28 @@ class RunNotFound(RollbackError):
 
 class GitError(RollbackError):
     """The code rollback failed (repository, revert or push)."""
+
+
+class PermissionDenied(RollbackError):
+    """The person may not do this (request, approve, reject, cancel) under the policy."""
+
+    def __init__(
+        self, user: str, action: str, reason: str, *, allowed: tuple[str, ...] = ()
+    ) -> None:
+        self.user = user
+        self.action = action
+        self.reason = reason
+        self.allowed = allowed  # user IDs (U…) and user group IDs (S…) who may
+        super().__init__(f"You may not {action}: {reason}.")
+
+
+class ApprovalError(RollbackError):
+    """A click that cannot change the run: decided, expired, finished or repeated."""
+
+    def __init__(self, run_id: str, message: str) -> None:
+        self.run_id = run_id
+        super().__init__(message)
+
+
+class NotificationError(RollbackError):
+    """A contact could not be told (the chat service refused or did not answer)."""

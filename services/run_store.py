@@ -53,6 +53,11 @@ class RunRecord:
     current_step: str | None
     plan: dict[str, Any]
     result: dict[str, Any] | None
+    backup_sha256: str | None = None
+    strategy: str | None = None
+    slack_channel: str | None = None
+    slack_ts: str | None = None
+    escalated_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> RunRecord:
@@ -69,7 +74,21 @@ class RunRecord:
             current_step=row["current_step"],
             plan=json.loads(row["plan"]),
             result=json.loads(row["result"]) if row["result"] is not None else None,
+            backup_sha256=row["backup_sha256"],
+            strategy=row["strategy"],
+            slack_channel=row["slack_channel"],
+            slack_ts=row["slack_ts"],
+            escalated_at=row["escalated_at"],
         )
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    run_id: str
+    user_id: str
+    decision: str  # approve, reject
+    plan_hash: str
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -264,6 +283,103 @@ class RunStore:
             )
             for r in rows
         ]
+
+    async def set_message(self, run_id: str, channel: str, ts: str) -> None:
+        """Where the run's Slack message is (so any process can update it)."""
+        await self._pool.execute(
+            "UPDATE runs SET slack_channel = $2, slack_ts = $3, updated_at = now() WHERE id = $1",
+            run_id,
+            channel,
+            ts,
+        )
+
+    async def run_for_message(self, channel: str, ts: str) -> RunRecord:
+        row = await self._pool.fetchrow(
+            "SELECT * FROM runs WHERE slack_channel = $1 AND slack_ts = $2", channel, ts
+        )
+        if row is None:
+            raise RunNotFound(f"for message {ts}")
+        return RunRecord.from_row(row)
+
+    async def replace_plan(
+        self,
+        run_id: str,
+        *,
+        plan: dict[str, Any],
+        backup_name: str,
+        backup_sha256: str,
+        strategy: str,
+    ) -> bool:
+        """Record a changed plan of a run still awaiting approval (False if it is not)."""
+        row = await self._pool.fetchrow(
+            "UPDATE runs SET plan = $2, backup_name = $3, backup_sha256 = $4, strategy = $5,"
+            " updated_at = now() WHERE id = $1 AND status = 'awaiting_approval' RETURNING id",
+            run_id,
+            json.dumps(plan, default=str),
+            backup_name,
+            backup_sha256,
+            strategy,
+        )
+        return row is not None
+
+    async def add_approval(
+        self, run_id: str, *, user_id: str, decision: str, plan_hash: str
+    ) -> bool:
+        """Record one decision on one plan, with its audit event; False if already recorded."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(
+                "INSERT INTO approvals (run_id, user_id, decision, plan_hash)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING run_id",
+                run_id,
+                user_id,
+                decision,
+                plan_hash,
+            )
+            if row is None:
+                return False
+            await connection.execute(
+                "INSERT INTO run_events (run_id, kind, actor, detail) VALUES ($1, $2, $3, $4)",
+                run_id,
+                "approved" if decision == "approve" else "rejected",
+                user_id,
+                json.dumps({"plan_hash": plan_hash}),
+            )
+        return True
+
+    async def approvals(self, run_id: str) -> list[ApprovalRecord]:
+        rows = await self._pool.fetch(
+            "SELECT run_id, user_id, decision, plan_hash, at FROM approvals"
+            " WHERE run_id = $1 ORDER BY at",
+            run_id,
+        )
+        return [
+            ApprovalRecord(r["run_id"], r["user_id"], r["decision"], r["plan_hash"], r["at"])
+            for r in rows
+        ]
+
+    async def grant(self, run_id: str, *, plan_hash: str, required: int) -> bool:
+        """Awaiting approval -> approved, in one statement, only if `required` people approved
+        this very plan; exactly one caller wins however many click at once."""
+        row = await self._pool.fetchrow(
+            "UPDATE runs SET status = 'approved', updated_at = now()"
+            " WHERE id = $1 AND status = 'awaiting_approval' AND plan->>'plan_hash' = $2"
+            " AND (SELECT count(*) FROM approvals a WHERE a.run_id = $1"
+            "      AND a.plan_hash = $2 AND a.decision = 'approve') >= $3"
+            " RETURNING id",
+            run_id,
+            plan_hash,
+            required,
+        )
+        return row is not None
+
+    async def mark_escalated(self, run_id: str) -> bool:
+        """Set the run's escalation time once; False if already escalated or no longer waiting."""
+        row = await self._pool.fetchrow(
+            "UPDATE runs SET escalated_at = now(), updated_at = now() WHERE id = $1"
+            " AND escalated_at IS NULL AND status = 'awaiting_approval' RETURNING id",
+            run_id,
+        )
+        return row is not None
 
     async def hold(self, run_id: str) -> asyncpg.pool.PoolConnectionProxy:
         """A connection holding the run's liveness lock while this process executes it."""

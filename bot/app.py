@@ -1,0 +1,152 @@
+"""The Bolt app: built by `create_app`, served over HTTP (aiohttp) or Socket Mode by `serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.resources import open_services
+from bot.settings import Settings
+from handlers.listeners import Redeliveries, register
+from handlers.live import LiveMessages
+from handlers.runs import Rollbacks
+from handlers.slack_people import SlackDirectory, SlackNotifier
+from handlers.tasks import BackgroundTasks
+from services.bundle import Services
+from services.environments import Environment
+from services.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+
+
+@dataclass(frozen=True)
+class BotOptions:
+    update_interval: float = 1.0  # at most one chat.update per message per this many seconds
+    sweep_interval: float = 5.0  # how often expiry and escalation are checked
+    usergroup_cache_seconds: float = 60.0
+    rate_limit_retries: int = 5
+
+
+def create_client(
+    settings: Settings, *, session: Any = None, options: BotOptions = BotOptions()
+) -> AsyncWebClient:
+    """The Web API client: SLACK_API_URL, and 429s retried after their Retry-After."""
+    if settings.slack_bot_token is None:
+        raise ConfigError(["SLACK_BOT_TOKEN: not set (the bot's xoxb- token)"])
+    return AsyncWebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_api_url,
+        session=session,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=options.rate_limit_retries),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def create_app(
+    settings: Settings,
+    services: Services,
+    *,
+    tasks: BackgroundTasks,
+    client: AsyncWebClient | None = None,
+    options: BotOptions = BotOptions(),
+) -> AsyncApp:
+    """The Bolt app; background work (rollbacks, the sweeper) goes to `tasks`, which the
+    caller runs (``async with tasks``) and so ends."""
+    if settings.slack_signing_secret is None:
+        raise ConfigError(["SLACK_SIGNING_SECRET: not set (from the app's Basic Information)"])
+    client = client or create_client(settings, options=options)
+    # The token lives on the client only (Bolt warns when given both).
+    app = AsyncApp(
+        signing_secret=settings.slack_signing_secret.get_secret_value(),
+        client=client,
+    )
+    live = LiveMessages(client, services, tasks, interval=options.update_interval)
+    rollbacks = Rollbacks(
+        services=services,
+        client=client,
+        tasks=tasks,
+        live=live,
+        directory=SlackDirectory(client, ttl=options.usergroup_cache_seconds),
+        notifier=SlackNotifier(client),
+    )
+    tasks.add_service("approval-sweeper", lambda: rollbacks.watch(options.sweep_interval))
+
+    async def inject_services(context: dict[str, Any], next: Callable[[], Awaitable[None]]) -> None:
+        context["services"] = services
+        context["rollbacks"] = rollbacks
+        await next()
+
+    app.use(Redeliveries().middleware())
+    app.use(inject_services)
+    register(app)
+    return app
+
+
+async def _wait_for_stop() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+async def serve(
+    settings: Settings,
+    environments: Mapping[str, Environment],
+    *,
+    stop: Callable[[], Awaitable[None]] = _wait_for_stop,
+    options: BotOptions = BotOptions(),
+) -> None:
+    """Run the bot until `stop` returns: Socket Mode with SLACK_APP_TOKEN, else HTTP on PORT."""
+    async with open_services(settings, environments) as services:
+        for run in await services.store.recover_interrupted():
+            log.warning(
+                "run %s of %s was interrupted during %s", run.id, run.environment, run.current_step
+            )
+        client = create_client(settings, session=services.http, options=options)
+        tasks = BackgroundTasks()
+        app = create_app(settings, services, tasks=tasks, client=client, options=options)
+        async with tasks:
+            if settings.slack_app_token is not None:
+                from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+                handler = AsyncSocketModeHandler(
+                    app,
+                    settings.slack_app_token.get_secret_value(),
+                    web_client=AsyncWebClient(base_url=settings.slack_api_url),
+                )
+                await handler.connect_async()  # type: ignore[no-untyped-call]
+                log.info("connected to Slack in Socket Mode")
+                try:
+                    await stop()
+                finally:
+                    await handler.close_async()  # type: ignore[no-untyped-call]
+            else:
+                runner = web.AppRunner(app.web_app(path=EVENTS_PATH), access_log=None)
+                await runner.setup()
+                try:
+                    await web.TCPSite(runner, "0.0.0.0", settings.port).start()
+                    log.info("listening on port %d at %s", settings.port, EVENTS_PATH)
+                    await stop()
+                finally:
+                    await runner.cleanup()

@@ -1,0 +1,31 @@
+"""What a person is told when their request or click cannot be done."""
+
+from __future__ import annotations
+
+from handlers.messages.text import escape, mention, mentions, truncate
+from services.errors import PermissionDenied, RollbackError, RunConflict
+
+MAX_ERROR_TEXT = 2900
+
+
+def error_text(error: RollbackError) -> str:
+    """A known error, in words; Slack IDs become mentions, nothing else is interpreted."""
+    if isinstance(error, PermissionDenied):
+        text = f"🚫 {escape(str(error))}"
+        if error.allowed:
+            text += f" Allowed: {mentions(error.allowed)}."
+        return text
+    if isinstance(error, RunConflict):
+        return (
+            f"⛔ A rollback of *{escape(error.environment)}* is already in progress: run "
+            f"`{escape(error.run_id)}`, requested by {mention(error.requested_by)}. "
+            "Nothing was started."
+        )
+    return "⚠️ " + escape(truncate(str(error), MAX_ERROR_TEXT))
+
+
+def unexpected_error_text(correlation_id: str) -> str:
+    return (
+        f"💥 Something went wrong on the bot's side (reference `{correlation_id}`). "
+        "Nothing more was done; tell the bot's maintainers the reference."
+    )

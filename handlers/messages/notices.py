@@ -1,0 +1,29 @@
+"""What the emergency contacts are told (a direct message, or a user-group mention)."""
+
+from __future__ import annotations
+
+from handlers.messages.run_message import STATUS_LABELS
+from handlers.messages.text import code, escape, mention
+from services.notifications import Notice
+from services.run_view import RunView
+
+
+def notice_text(view: RunView, notice: Notice, *, link: str | None) -> str:
+    run = view.run
+    env = f"*{escape(run.environment)}*"
+    backup = code(str(view.plan.get("backup")), 200)
+    if notice is Notice.REQUESTED:
+        text = f"🔁 {mention(run.requested_by)} asked to roll back {env} to {backup}."
+    elif notice is Notice.ESCALATED:
+        text = (
+            f"📣 Escalation: the rollback of {env} to {backup}, requested by "
+            f"{mention(run.requested_by)}, still needs approval."
+        )
+    else:
+        state = (run.result or {}).get("environment_state") or ""
+        text = f"🏁 The rollback of {env} ended: *{STATUS_LABELS[run.status]}*."
+        if state:
+            text += f" {escape(str(state)[:500])}"
+    if link:
+        text += f" <{link}|Open the rollback thread>"
+    return text

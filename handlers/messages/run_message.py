@@ -1,0 +1,322 @@
+"""The one channel message of a rollback: plan, approvals, live steps, health, checklist.
+
+Rebuilt whole from a `RunView` each time, so the latest state always wins; every part is
+bounded, so it stays within Block Kit's limits whatever the containers or errors.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    CheckboxesElement,
+    ConfirmObject,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    Option,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from handlers.ids import ActionId, BlockId, button_value
+from handlers.messages.text import (
+    MAX_FIELD_TEXT,
+    MAX_HEADER_TEXT,
+    MAX_OPTION_TEXT,
+    MAX_SECTION_TEXT,
+    code,
+    escape,
+    join_limited,
+    mention,
+    mentions,
+    stamp,
+    truncate,
+)
+from services import humanize
+from services.checklist import BOT, CHECKLIST_LABELS, PEOPLE_ITEMS
+from services.run_store import RunStatus
+from services.run_view import RunView, StepState, StepStatus
+
+STATUS_LABELS = {
+    RunStatus.PENDING: "pending",
+    RunStatus.AWAITING_APPROVAL: "awaiting approval",
+    RunStatus.APPROVED: "approved, starting",
+    RunStatus.RUNNING: "in progress",
+    RunStatus.SUCCEEDED: "done",
+    RunStatus.FAILED: "FAILED",
+    RunStatus.REJECTED: "rejected",
+    RunStatus.CANCELLED: "cancelled",
+    RunStatus.EXPIRED: "expired",
+    RunStatus.INTERRUPTED: "interrupted",
+}
+STEP_ICONS = {
+    StepStatus.PENDING: "○",
+    StepStatus.RUNNING: "⏳",
+    StepStatus.DONE: "✓",
+    StepStatus.FAILED: "✗",
+}
+_STARTED = (RunStatus.APPROVED, RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED)
+STEP_MESSAGE_LIMIT = 200
+
+
+def run_message_text(view: RunView) -> str:
+    """The fallback text (notifications, screen readers)."""
+    return f"Rollback of {view.run.environment}: {STATUS_LABELS[view.run.status]}"
+
+
+def _age_of(plan: dict[str, Any], now: datetime) -> str:
+    try:
+        created = datetime.fromisoformat(str(plan.get("backup_created_at")))
+    except ValueError:
+        return "unknown"
+    return humanize.age((now - created).total_seconds())
+
+
+def _plan_section(view: RunView, now: datetime) -> SectionBlock:
+    plan = view.plan
+    age = _age_of(plan, now)
+    created = str(plan.get("backup_created_at", "?"))[:19].replace("T", " ")
+    text = (
+        f"{mention(view.run.requested_by)} asked to roll back *{escape(view.run.environment)}* "
+        f"to backup {code(str(plan.get('backup')), 300)}.\n"
+        f"Everything written to {code(str(plan.get('database')), 300)} after {created} UTC "
+        f"(*{age}* of data) will be rolled back from the live database; the current data is "
+        f"kept first in the safety backup {code(str(plan.get('safety_backup')), 300)}."
+    )
+    size = plan.get("backup_size_bytes")
+    fields = [
+        f"*Environment*\n{escape(view.run.environment)}",
+        f"*Backup*\n{code(str(plan.get('backup')), 300)}"
+        + (f" ({humanize.size(size)})" if isinstance(size, int) else ""),
+        f"*Backup age*\n{age}",
+        f"*Strategy*\n{escape(str(plan.get('strategy')))}",
+        f"*Tables in backup*\n{plan.get('tables_in_backup', '?')}",
+        f"*Containers to stop*\n{len(plan.get('containers') or [])}",
+    ]
+    return SectionBlock(
+        block_id=BlockId.PLAN,
+        text=MarkdownTextObject(text=truncate(text, MAX_SECTION_TEXT)),
+        fields=[MarkdownTextObject(text=truncate(f, MAX_FIELD_TEXT)) for f in fields],
+    )
+
+
+def _containers_section(view: RunView) -> SectionBlock:
+    names = [escape(str(n)) for n in view.plan.get("containers") or []]
+    head = f"*Containers that will stop ({len(names)}):* "
+    listed = join_limited(names, MAX_SECTION_TEXT - len(head), sep=", ") or "none"
+    return SectionBlock(block_id=BlockId.CONTAINERS, text=MarkdownTextObject(text=head + listed))
+
+
+def _notes(view: RunView) -> list[str]:
+    notes = [
+        f"⚠️ The plan changed ({escape(why)}); approvals given before no longer count."
+        for why in view.plan_changes[-3:]
+    ]
+    if view.run.escalated_at is not None:
+        contacts = view.environment.contacts
+        told = [*contacts.escalation_users, *contacts.escalation_usergroups]
+        waited = (view.run.escalated_at - view.run.requested_at).total_seconds()
+        notes.append(
+            f"📣 No approval after {humanize.duration(waited)}: "
+            f"escalated to {mentions(told)} at {stamp(view.run.escalated_at)}."
+        )
+    if view.run.status is RunStatus.EXPIRED:
+        notes.append(f"⌛ Expired at {stamp(view.expires_at)} without enough approvals.")
+    return notes
+
+
+def _approvals_section(view: RunView) -> SectionBlock:
+    run = view.run
+    approvers = view.environment.approval.approvers
+    given = ", ".join(f"{mention(a.user_id)} ({stamp(a.at)})" for a in view.approvals)
+    lines = [
+        f"*Approvals:* {len(view.approvals)} of {view.required_approvals}"
+        + (f" — {given}" if given else "")
+    ]
+    if view.stale_approvals:
+        stale = ", ".join(mention(a.user_id) for a in view.stale_approvals)
+        lines.append(f"Given to an earlier plan, no longer counting: {stale}")
+    if run.status is RunStatus.AWAITING_APPROVAL:
+        who = mentions(approvers) if approvers else "anyone but the requester"
+        lines.append(f"Approvers: {who} · expires {stamp(view.expires_at)}")
+    elif run.status in (RunStatus.REJECTED, RunStatus.CANCELLED) and view.closed_by:
+        lines.append(f"{STATUS_LABELS[run.status].capitalize()} by {mention(view.closed_by)}.")
+    return SectionBlock(
+        block_id=BlockId.APPROVALS,
+        text=MarkdownTextObject(text=join_limited(lines, MAX_SECTION_TEXT)),
+    )
+
+
+def step_line(state: StepState) -> str:
+    line = f"{STEP_ICONS[state.status]} {state.label}"
+    if state.seconds is not None:
+        line += f" — {humanize.duration(state.seconds)}"
+    if state.message:
+        line += f" · {escape(truncate(state.message, STEP_MESSAGE_LIMIT))}"
+    return line
+
+
+def _steps_section(view: RunView) -> SectionBlock:
+    lines = ["*Steps*", *(step_line(s) for s in view.steps)]
+    return SectionBlock(
+        block_id=BlockId.STEPS, text=MarkdownTextObject(text=join_limited(lines, MAX_SECTION_TEXT))
+    )
+
+
+def health_rows(result: dict[str, Any]) -> list[str]:
+    rows = []
+    for check in result.get("health") or []:
+        latency = check.get("latency")
+        timing = f"{latency * 1000:.0f} ms" if isinstance(latency, int | float) else "-"
+        mark = "✓" if check.get("ok") else "✗"
+        name = truncate(str(check.get("name", "?")), 24)
+        detail = truncate(str(check.get("detail", "")), 60)
+        rows.append(f"{mark} {name:<24} {timing:>8}  {detail}")
+    return rows
+
+
+def _health_section(rows: list[str]) -> SectionBlock:
+    head, fence = "*Health checks*\n```", "```"
+    body = join_limited(
+        [r.replace("`", "'") for r in rows], MAX_SECTION_TEXT - len(head) - len(fence)
+    )
+    return SectionBlock(block_id=BlockId.HEALTH, text=MarkdownTextObject(text=head + body + fence))
+
+
+def _summary_section(view: RunView) -> SectionBlock | None:
+    result = view.run.result
+    if result is None:
+        return None
+    lines = [f"*Result:* {escape(str(result.get('environment_state') or '-'))}"]
+    if result.get("error"):
+        lines.append(f"*Error:* {code(str(result['error']), 500)} (details in the thread)")
+    if result.get("safety_backup"):
+        lines.append(f"*Safety backup:* {code(str(result['safety_backup']), 500)}")
+    timing = []
+    if isinstance(result.get("downtime_seconds"), int | float):
+        timing.append(f"downtime {humanize.duration(result['downtime_seconds'])}")
+    if view.run.started_at and view.run.finished_at:
+        total = (view.run.finished_at - view.run.started_at).total_seconds()
+        timing.append(f"total {humanize.duration(total)}")
+    if timing:
+        lines.append("*Time:* " + ", ".join(timing))
+    return SectionBlock(
+        block_id=BlockId.SUMMARY,
+        text=MarkdownTextObject(text=join_limited(lines, MAX_SECTION_TEXT)),
+    )
+
+
+def _checklist_blocks(view: RunView) -> list[Block]:
+    lines = ["*Rollback checklist*"]
+    for item, label in CHECKLIST_LABELS.items():
+        tick = view.checklist.get(item)
+        if tick is None:
+            lines.append(f"☐ {label}")
+        else:
+            by = "the bot" if tick.by == BOT else mention(tick.by)
+            lines.append(f"☑ {label} — {by}")
+    options = {
+        item: Option(value=item.value, text=PlainTextObject(text=truncate(label, MAX_OPTION_TEXT)))
+        for item, label in CHECKLIST_LABELS.items()
+        if item in PEOPLE_ITEMS
+    }
+    ticked = [options[i] for i in PEOPLE_ITEMS if view.checklist.get(i) is not None]
+    return [
+        SectionBlock(
+            block_id=BlockId.CHECKLIST,
+            text=MarkdownTextObject(text=join_limited(lines, MAX_SECTION_TEXT)),
+        ),
+        ActionsBlock(
+            block_id=BlockId.CHECKLIST_TICKS,
+            elements=[
+                CheckboxesElement(
+                    action_id=ActionId.CHECKLIST,
+                    options=list(options.values()),
+                    initial_options=ticked or None,
+                )
+            ],
+        ),
+    ]
+
+
+def _confirm(title: str, text: str, yes: str) -> ConfirmObject:
+    return ConfirmObject(
+        title=title, text=MarkdownTextObject(text=truncate(text, 300)), confirm=yes, deny="Back"
+    )
+
+
+def _decision_block(view: RunView) -> ActionsBlock:
+    value = button_value(view.run.id, str(view.plan.get("plan_hash", "")))
+    env = truncate(view.run.environment, 60)
+    backup = truncate(str(view.plan.get("backup")), 120)
+    return ActionsBlock(
+        block_id=BlockId.DECISION,
+        elements=[
+            ButtonElement(
+                action_id=ActionId.APPROVE,
+                text="Approve",
+                value=value,
+                style="primary",
+                confirm=_confirm(
+                    "Approve the rollback?",
+                    f"This stops {env}, replaces its database with {backup} and starts it "
+                    "again. Data written since the backup leaves the live database.",
+                    "Approve",
+                ),
+            ),
+            ButtonElement(
+                action_id=ActionId.REJECT,
+                text="Reject",
+                value=value,
+                style="danger",
+                confirm=_confirm("Reject the rollback?", f"Nothing happens to {env}.", "Reject"),
+            ),
+            ButtonElement(
+                action_id=ActionId.CANCEL,
+                text="Cancel",
+                value=value,
+                confirm=_confirm("Cancel the request?", f"Nothing happens to {env}.", "Cancel it"),
+            ),
+        ],
+    )
+
+
+def run_message(view: RunView, *, now: datetime) -> list[Block]:
+    run = view.run
+    title = f"Rollback of {run.environment}: {STATUS_LABELS[run.status]}"
+    blocks: list[Block] = [
+        HeaderBlock(block_id=BlockId.HEADER, text=truncate(title, MAX_HEADER_TEXT)),
+        _plan_section(view, now),
+        _containers_section(view),
+    ]
+    notes = _notes(view)
+    if notes:
+        blocks.append(
+            SectionBlock(
+                block_id=BlockId.NOTES,
+                text=MarkdownTextObject(text=join_limited(notes, MAX_SECTION_TEXT)),
+            )
+        )
+    blocks.append(_approvals_section(view))
+    if run.status in _STARTED or run.status is RunStatus.INTERRUPTED:
+        blocks.append(_steps_section(view))
+    rows = health_rows(run.result or {})
+    if rows:
+        blocks.append(_health_section(rows))
+    summary = _summary_section(view)
+    if summary is not None:
+        blocks.append(summary)
+    blocks.extend(_checklist_blocks(view))
+    if run.status is RunStatus.AWAITING_APPROVAL:
+        blocks.append(_decision_block(view))
+    footer = (
+        f"Run `{escape(run.id)}` · plan `{escape(str(view.plan.get('plan_hash', '-')))}` · "
+        f"requested {stamp(run.requested_at)}"
+    )
+    blocks.append(ContextBlock(block_id=BlockId.FOOTER, elements=[MarkdownTextObject(text=footer)]))
+    return blocks

@@ -1,0 +1,29 @@
+"""`/rollback help` and the answer to anything the bot does not understand."""
+
+from __future__ import annotations
+
+from slack_sdk.models.blocks import Block, MarkdownTextObject, SectionBlock
+
+from handlers.messages.text import code, escape
+
+USAGE_LINES = (
+    "`/rollback <environment> [backup]` — plan a database rollback (newest backup by "
+    "default) and ask for approval",
+    "`/rollback backups <environment>` — the environment's backups, newest first",
+    "`/rollback status [environment]` — rollbacks in progress or awaiting approval",
+    "`/rollback history <environment>` — the last rollbacks",
+    "`/rollback help` — this help",
+)
+
+
+def usage_text(problem: str | None = None) -> str:
+    return (f"{problem} " if problem else "") + "Usage: /rollback <environment> [backup]"
+
+
+def usage_message(problem: str | None = None, environments: list[str] | None = None) -> list[Block]:
+    text = "*How to use `/rollback`*\n" + "\n".join(f"• {line}" for line in USAGE_LINES)
+    if problem:
+        text = f"{escape(problem)}\n\n{text}"
+    if environments:
+        text += "\nEnvironments: " + ", ".join(code(e, 80) for e in environments[:30])
+    return [SectionBlock(text=MarkdownTextObject(text=text[:3000]))]

@@ -1,0 +1,184 @@
+"""The Slack side of a run's life: post the plan, keep it live, report in the thread, tell
+the contacts. Listeners call one method here; the decisions are the services'."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.models.blocks import Block
+from slack_sdk.web.async_client import AsyncWebClient
+
+from handlers.live import LiveMessages
+from handlers.messages.incident_report import incident_report, incident_report_text
+from handlers.messages.notices import notice_text
+from handlers.messages.run_message import run_message, run_message_text
+from handlers.messages.step_detail import step_failure, step_failure_text
+from handlers.messages.text import as_dicts, fallback
+from handlers.tasks import BackgroundTasks
+from services import approvals
+from services.approvals import BoundPlan, Decision, DecisionOutcome, Directory
+from services.bundle import Services
+from services.checklist import tick_checklist
+from services.events import EventKind, StepEvent
+from services.notifications import Notice, Notifier, notify_contacts
+from services.run_store import RunRecord
+from services.run_view import load_run_view
+from services.workflow import execute_rollback
+
+log = logging.getLogger(__name__)
+
+
+class Rollbacks:
+    def __init__(
+        self,
+        *,
+        services: Services,
+        client: AsyncWebClient,
+        tasks: BackgroundTasks,
+        live: LiveMessages,
+        directory: Directory,
+        notifier: Notifier,
+    ) -> None:
+        self.services = services
+        self.client = client
+        self.tasks = tasks
+        self.live = live
+        self.directory = directory
+        self.notifier = notifier
+        self._thread_posts: dict[str, list[asyncio.Task[None]]] = {}
+
+    async def request(
+        self, *, environment: str, backup: str | None, user: str, channel: str
+    ) -> RunRecord:
+        """Plan and record the run, then post its message in the channel."""
+        outcome = await approvals.request_rollback(
+            self.services,
+            self.directory,
+            environment=environment,
+            backup=backup,
+            requested_by=user,
+        )
+        run = outcome.run
+        view = await load_run_view(self.services, run.id)
+        posted = await self.client.chat_postMessage(
+            channel=channel,
+            text=fallback(run_message_text(view)),
+            blocks=as_dicts(run_message(view, now=datetime.now(UTC))),
+        )
+        await self.services.store.set_message(run.id, str(posted["channel"]), str(posted["ts"]))
+        self.tasks.spawn(self.notify(run.id, Notice.REQUESTED), name=f"notify-{run.id}")
+        if outcome.approved:
+            self._start(run.id, outcome.plan)
+        return run
+
+    async def decide(
+        self, *, run_id: str, user: str, decision: Decision, seen_plan_hash: str | None
+    ) -> DecisionOutcome:
+        try:
+            outcome = await approvals.decide(
+                self.services,
+                self.directory,
+                run_id=run_id,
+                user=user,
+                decision=decision,
+                seen_plan_hash=seen_plan_hash,
+            )
+        finally:
+            self.live.refresh(run_id)  # whatever happened (even expiry), show it
+        if outcome.start is not None:
+            self._start(run_id, outcome.start)
+        elif outcome.counted and decision is not Decision.APPROVE:
+            self.tasks.spawn(self.notify(run_id, Notice.FINISHED), name=f"notify-{run_id}")
+        return outcome
+
+    async def tick(self, *, channel: str, ts: str, user: str, ticked: Sequence[str]) -> None:
+        run = await self.services.store.run_for_message(channel, ts)
+        if await tick_checklist(self.services.store, run_id=run.id, user=user, ticked=ticked):
+            self.live.refresh(run.id)
+
+    def _start(self, run_id: str, plan: BoundPlan) -> None:
+        self.tasks.spawn(self._execute(run_id, plan), name=f"rollback-{run_id}", critical=True)
+
+    async def _execute(self, run_id: str, plan: BoundPlan) -> None:
+        async def show(event: StepEvent) -> None:
+            # Called inline by the workflow: never wait on Slack here.
+            self.live.refresh(run_id)
+            if event.kind is EventKind.FAILED:
+                self._post_in_thread(run_id, step_failure(event), step_failure_text(event))
+
+        try:
+            await execute_rollback(self.services, plan.plan, run_id=run_id, listener=show)
+        finally:
+            await asyncio.shield(self._report(run_id))
+
+    async def _report(self, run_id: str) -> None:
+        await self.live.flush(run_id)
+        await asyncio.gather(*self._thread_posts.pop(run_id, []), return_exceptions=True)
+        view = await load_run_view(self.services, run_id)
+        await self._thread(view.run, incident_report(view), incident_report_text(view))
+        await self.notify(run_id, Notice.FINISHED)
+
+    def _post_in_thread(self, run_id: str, blocks: list[Block], text: str) -> None:
+        async def post() -> None:
+            await self._thread(await self.services.store.get(run_id), blocks, text)
+
+        task = self.tasks.spawn(post(), name=f"thread-{run_id}")
+        self._thread_posts.setdefault(run_id, []).append(task)
+
+    async def _thread(self, run: RunRecord, blocks: list[Block], text: str) -> None:
+        if run.slack_channel is None or run.slack_ts is None:
+            return
+        await self.client.chat_postMessage(
+            channel=run.slack_channel,
+            thread_ts=run.slack_ts,
+            text=fallback(text),
+            blocks=as_dicts(blocks),
+        )
+
+    async def _permalink(self, run: RunRecord) -> str | None:
+        if run.slack_channel is None or run.slack_ts is None:
+            return None
+        try:
+            found = await self.client.chat_getPermalink(
+                channel=run.slack_channel, message_ts=run.slack_ts
+            )
+        except SlackApiError:
+            log.warning("no permalink for run %s", run.id, exc_info=True)
+            return None
+        return str(found["permalink"])
+
+    async def notify(self, run_id: str, notice: Notice) -> None:
+        """Tell the environment's contacts (escalation: the next contacts), with a link."""
+        view = await load_run_view(self.services, run_id)
+        link = await self._permalink(view.run)
+        await notify_contacts(
+            self.services.store,
+            self.notifier,
+            run_id=run_id,
+            contacts=view.environment.contacts,
+            notice=notice,
+            text=notice_text(view, notice, link=link),
+            channel=view.run.slack_channel or "",
+        )
+        self.live.refresh(run_id)
+
+    async def sweep_once(self) -> None:
+        result = await approvals.sweep(self.services)
+        for run in result.expired:
+            self.live.refresh(run.id)
+        for escalation in result.escalated:
+            self.live.refresh(escalation.run.id)
+            await self.notify(escalation.run.id, Notice.ESCALATED)
+
+    async def watch(self, interval: float) -> None:
+        """Expire and escalate requests waiting for approval, every `interval` seconds."""
+        while True:
+            try:
+                await self.sweep_once()
+            except Exception:  # the sweeper must outlive one bad round
+                log.exception("approval sweep failed")
+            await asyncio.sleep(interval)
