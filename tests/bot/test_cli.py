@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import aiodocker
+import asyncpg
 
 from bot.demo_environment import table_checksums
 from bot.throwaway_postgres import ThrowawayPostgres
@@ -201,3 +202,49 @@ async def test_check_config_accepts_the_runbook_layout(tmp_path: Path) -> None:
         "production: project production, database postgresql://shop:***@127.0.0.1:5432/shop" in out
     )
     assert "pw" not in out
+
+
+async def test_swap_rollback_then_undo_from_the_command_line(
+    stage: Stage,
+    pg: ThrowawayPostgres,
+    tmp_path: Path,
+    docker: aiodocker.Docker,
+    store_pool: object,
+) -> None:
+    config = write_config(stage, tmp_path, strategy="swap")
+    at_backup = await table_checksums(stage.dsn)
+    await change_after_backup(stage.dsn)
+    before = await table_checksums(stage.dsn)
+    env = store_env(pg)
+
+    code, out, err = await cli(
+        "--config", str(config), "undo", stage.environment.name, "--yes", env=env
+    )
+    assert code == 1
+    assert f"Nothing to undo for {stage.environment.name}" in err
+
+    code, out, err = await cli(
+        "--config", str(config), "rollback", stage.environment.name, "--yes", env=env
+    )
+    assert code == 0, err
+    assert "✓ Swap the databases" in out and "old database  kept as" in out
+    assert await table_checksums(stage.dsn) == at_backup
+
+    code, out, err = await cli(
+        "--config", str(config), "undo", stage.environment.name, "--yes", env=env
+    )
+    assert code == 0, err
+    assert "✓ Swap the old database back" in out
+    assert await table_checksums(stage.dsn) == before
+    assert set((await container_states(docker, stage.project)).values()) == {"running"}
+    for name in await _databases(pg):
+        if name.startswith(stage.database.name + "__rb_"):
+            await pg.drop_database(name)
+
+
+async def _databases(pg: ThrowawayPostgres) -> list[str]:
+    connection = await asyncpg.connect(pg.superuser_dsn())
+    try:
+        return [r["datname"] for r in await connection.fetch("SELECT datname FROM pg_database")]
+    finally:
+        await connection.close()
