@@ -6,7 +6,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -132,6 +132,13 @@ async def handle_rollback_command(
     rollbacks: Rollbacks,
 ) -> None:
     await ack()
+    work = _rollback_command(command, respond, services, rollbacks)
+    _after_ack(rollbacks, command, respond, work)
+
+
+async def _rollback_command(
+    command: dict[str, Any], respond: AsyncRespond, services: Services, rollbacks: Rollbacks
+) -> None:
     parsed = parse_command(command.get("text", ""))
     now = datetime.now(UTC)
     if parsed.kind is CommandKind.ROLLBACK:
@@ -149,7 +156,9 @@ async def handle_rollback_command(
         blocks = backups_message(environment.name, found, now=now)
         await _reply(respond, backups_text(environment.name, len(found)), as_dicts(blocks))
     elif parsed.kind is CommandKind.STATUS:
-        runs = await services.store.active_runs()
+        runs = [
+            r for r in await services.store.active_runs() if r.environment in services.environments
+        ]
         if parsed.environment is not None:
             services.environment(parsed.environment)
             runs = [r for r in runs if r.environment == parsed.environment]
@@ -175,6 +184,12 @@ async def handle_decision_button(
     rollbacks: Rollbacks,
 ) -> None:
     await ack()
+    _after_ack(rollbacks, body, respond, _decision(body, action, respond, rollbacks))
+
+
+async def _decision(
+    body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, rollbacks: Rollbacks
+) -> None:
     run_id, seen_plan_hash = parse_button_value(str(action.get("value", "")))
     outcome = await rollbacks.decide(
         run_id=run_id,
@@ -186,23 +201,47 @@ async def handle_decision_button(
 
 
 async def handle_checklist(
-    ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], rollbacks: Rollbacks
+    ack: AsyncAck,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: AsyncRespond,
+    rollbacks: Rollbacks,
 ) -> None:
     await ack()
-    await rollbacks.tick(
+    work = rollbacks.tick(
         channel=body["container"]["channel_id"],
         ts=body["container"]["message_ts"],
         user=body["user"]["id"],
         ticked=[str(o.get("value")) for o in action.get("selected_options") or []],
     )
+    _after_ack(rollbacks, body, respond, work)
 
 
-async def handle_error(
-    error: Exception,
+def _after_ack(
+    rollbacks: Rollbacks,
     body: dict[str, Any],
-    respond: AsyncRespond | None,
-    response: BoltResponse | None,
-) -> BoltResponse | None:
+    respond: AsyncRespond,
+    work: Coroutine[Any, Any, Any],
+) -> None:
+    """Run the work after the ack, its errors answered like any other.
+
+    Not in Bolt's own listener task: a listener that fails within ~10 ms of its ack makes
+    Bolt (1.30) forget the ack and answer Slack 404, so the work runs as a task of ours
+    (referenced, waited for at shut-down) and its errors go to `report_error`.
+    """
+
+    async def run() -> None:
+        try:
+            await work
+        except Exception as error:
+            await report_error(error, body, respond)
+
+    rollbacks.tasks.spawn(run(), name="after-ack")
+
+
+async def report_error(
+    error: Exception, body: dict[str, Any], respond: AsyncRespond | None
+) -> None:
     """Known errors: an ephemeral explanation. Anything else: a reference, and the traceback
     in the log under the same reference."""
     if isinstance(error, RollbackError):
@@ -217,6 +256,16 @@ async def handle_error(
             await _reply(respond, text)
         except Exception:
             log.exception("could not tell the user about an error")
+
+
+async def handle_error(
+    error: Exception,
+    body: dict[str, Any],
+    respond: AsyncRespond | None,
+    response: BoltResponse | None,
+) -> BoltResponse | None:
+    """The app's one error handler (middleware refusals, anything Bolt catches)."""
+    await report_error(error, body, respond)
     # A refusal in listener middleware comes before the ack: answer 200, not 500.
     return BoltResponse(status=200, body="") if response is not None else None
 
