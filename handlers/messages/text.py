@@ -63,6 +63,9 @@ def join_limited(
     lines: Sequence[str], limit: int, *, more: str = "… and {n} more", sep: str = "\n"
 ) -> str:
     """As many whole items as fit in `limit` characters, then how many were left out."""
+    whole = sep.join(lines)
+    if len(whole) <= limit:
+        return whole
     reserve = len(more.format(n=len(lines))) + len(sep)  # the tail's longest form
     shown: list[str] = []
     used = 0
