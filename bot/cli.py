@@ -164,6 +164,15 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     return await run_demo(rows=args.rows)
 
 
+async def cmd_serve(args: argparse.Namespace) -> int:
+    from bot.app import serve
+
+    settings, environments = _load(args)
+    logging.getLogger().setLevel(settings.log_level.upper())
+    await serve(settings, environments)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rollback-bot",
@@ -204,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="a whole rollback on throwaway PostgreSQL and containers")
     demo.add_argument("--rows", type=int, default=20_000, help="rows in the demo database")
     demo.set_defaults(handler=cmd_demo)
+
+    serve = sub.add_parser(
+        "serve", help="run the Slack bot (HTTP on PORT, or Socket Mode with SLACK_APP_TOKEN)"
+    )
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 

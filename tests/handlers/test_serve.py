@@ -1,0 +1,53 @@
+"""`rollback-bot serve` in HTTP mode: opens its resources, answers Slack, shuts down cleanly."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import SecretStr
+
+from bot.app import serve
+from bot.sandbox import SandboxWorkspace, SlackUser, render_message
+from bot.settings import Settings
+from bot.throwaway_postgres import ThrowawayPostgres
+from tests.handlers.conftest import ALICE, BOT_TOKEN, INCIDENTS, SIGNING_SECRET
+from tests.services.conftest import Stage
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_serve_answers_signed_requests_over_http(stage: Stage, pg: ThrowawayPostgres) -> None:
+    port = free_port()
+    async with SandboxWorkspace(
+        bot_token=BOT_TOKEN, users=[ALICE], channels=[INCIDENTS]
+    ) as workspace:
+        settings = Settings(
+            database_url=SecretStr(pg.superuser_dsn("rollback_bot_store")),
+            pg_bin=str(pg.bin_dir),
+            slack_bot_token=SecretStr(BOT_TOKEN),
+            slack_signing_secret=SecretStr(SIGNING_SECRET),
+            slack_api_url=workspace.base_url,
+            port=port,
+        )
+        seen: list[str] = []
+
+        async def conversation() -> None:
+            url = f"http://127.0.0.1:{port}/slack/events"
+            async with SlackUser(workspace, url, SIGNING_SECRET) as slack:
+                delivery = await slack.send_command(ALICE.id, INCIDENTS.id, "/rollback", "help")
+                assert delivery.status == 200
+                (reply,) = await workspace.wait_for(lambda: workspace.ephemerals(ALICE.id))
+                seen.extend(render_message(reply))
+                forged = await slack.send_command(
+                    ALICE.id, INCIDENTS.id, "/rollback", "help", signing_secret="x"
+                )
+                assert forged.status == 401
+
+        await serve(settings, {stage.environment.name: stage.environment}, stop=conversation)
+        assert any("/rollback backups" in line for line in seen)
+        with socket.socket() as probe:  # the port was released
+            probe.bind(("0.0.0.0", port))
