@@ -35,6 +35,8 @@ from bot.throwaway_postgres import ThrowawayPostgres
 
 ROWS = int(os.environ.get("BENCH_ROWS", "830000"))  # about 300 MB
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+# The bot's default is 1 (fast); BENCH_COMPRESSION=6 gives pg_dump's own default, as by hand.
+COMPRESSION = int(os.environ.get("BENCH_COMPRESSION", "1"))
 PROJECT = "rbbench-overhead"
 
 
@@ -118,7 +120,8 @@ async def main() -> None:
             config = folder / "rollback.toml"
             config.write_text(
                 f'[environments.bench]\ncompose_project = "{PROJECT}"\n'
-                f'database_url = "{shop}"\n'
+                f'database_url = "{shop}"\nstrategy = "in-place"\n'
+                f"safety_backup_compression = {COMPRESSION}\n"
                 "[[environments.bench.health.http]]\n"
                 f'name = "web"\nurl = "{project.web_urls["web"]}"\n'
             )

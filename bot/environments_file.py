@@ -41,6 +41,7 @@ class EnvironmentEntry(BaseModel):
     env_file: Path | None = None
     stop_timeout_seconds: float = Field(default=10.0, gt=0)
     restore_jobs: int = Field(default=2, ge=1)
+    safety_backup_compression: int = Field(default=1, ge=0, le=9)
     strategy: Strategy = Strategy.SWAP
     keep_old_database_hours: float = Field(default=24.0, ge=0)
     health: HealthConfig = HealthConfig()
@@ -166,6 +167,7 @@ def load_environments(path: Path) -> dict[str, Environment]:
             env_file=env_file if env_file.exists() else None,
             stop_timeout_seconds=entry.stop_timeout_seconds,
             restore_jobs=entry.restore_jobs,
+            safety_backup_compression=entry.safety_backup_compression,
             strategy=entry.strategy,
             keep_old_database_hours=entry.keep_old_database_hours,
             health=entry.health,

@@ -78,6 +78,8 @@ class Environment(BaseModel):
     env_file: Path | None = None
     stop_timeout_seconds: float = Field(default=10.0, gt=0)
     restore_jobs: int = Field(default=2, ge=1)
+    # The in-place safety backup is taken while the application is down: fast gzip.
+    safety_backup_compression: int = Field(default=1, ge=0, le=9)
     strategy: Strategy = Strategy.SWAP  # falls back to in-place where there is no room
     keep_old_database_hours: float = Field(default=24.0, ge=0)  # swap: instant undo window
     health: HealthConfig = HealthConfig()

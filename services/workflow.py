@@ -271,7 +271,11 @@ class _Execution:
 
     async def safety_backup(self) -> None:
         async with self.recorder.step(Step.SAFETY_BACKUP) as record:
-            self.safety = await database.dump_database(self.target, self.plan.safety_backup)
+            self.safety = await database.dump_database(
+                self.target,
+                self.plan.safety_backup,
+                compression=self.env.safety_backup_compression,
+            )
             record.message = f"{self.safety.name} ({self.safety.size_bytes / 1e6:.1f} MB)"
 
     async def restore(self) -> None:
