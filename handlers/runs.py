@@ -50,18 +50,23 @@ class Rollbacks:
         self.directory = directory
         self.notifier = notifier
         self._thread_posts: dict[str, list[asyncio.Task[None]]] = {}
+        self._planning: dict[str, asyncio.Lock] = {}
 
     async def request(
         self, *, environment: str, backup: str | None, user: str, channel: str
     ) -> RunRecord:
         """Plan and record the run, then post its message in the channel."""
-        outcome = await approvals.request_rollback(
-            self.services,
-            self.directory,
-            environment=environment,
-            backup=backup,
-            requested_by=user,
-        )
+        # One pre-flight at a time per environment in this process: a burst of requests
+        # costs one plan, the others find the recorded run at once.
+        known = self.services.environment(environment).name  # no lock for unknown names
+        async with self._planning.setdefault(known, asyncio.Lock()):
+            outcome = await approvals.request_rollback(
+                self.services,
+                self.directory,
+                environment=environment,
+                backup=backup,
+                requested_by=user,
+            )
         run = outcome.run
         view = await load_run_view(self.services, run.id)
         posted = await self.client.chat_postMessage(

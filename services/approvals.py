@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from services import backups as catalogue
 from services.bundle import Services
 from services.environments import ApprovalPolicy, Contacts
-from services.errors import ApprovalError, PermissionDenied
+from services.errors import ApprovalError, PermissionDenied, RunConflict
 from services.run_store import RunRecord, RunStatus
 from services.workflow import RollbackPlan, plan_rollback
 
@@ -172,6 +172,9 @@ async def request_rollback(
 ) -> RequestOutcome:
     """Plan (read-only) and record the run awaiting approval; one active run per environment."""
     await authorize_requester(services, directory, environment=environment, user=requested_by)
+    active = await services.store.active_run(environment)
+    if active is not None:  # cheap, before the pre-flight; the database still decides
+        raise RunConflict(environment, active.id, active.requested_by)
     bound = await bind_plan(services, environment, backup)
     needs_approval = bound.plan.environment.approval.required_approvals > 0
     run = await services.store.create_run(

@@ -1,0 +1,159 @@
+"""Benchmark: how fast the Slack face answers, through the sandbox workspace over real HTTP.
+
+- ack: 50 `/rollback <env>` at once (signed, as Slack sends them), HTTP 200 latency per
+  request, over several rounds; target p99 < 100 ms. One request per round wins the run,
+  the others are told who holds it (after the ack, so not in the measured time).
+- plan: `/rollback <env>` until its plan message is in the channel (pre-flight, backup
+  checksum, run store, chat.postMessage included), one at a time; target p95 < 500 ms.
+Real PostgreSQL (throwaway cluster), real containers (busybox demo image), real backups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import aiodocker
+import aiohttp
+import asyncpg
+from aiohttp import web
+from pydantic import SecretStr
+
+from bot.app import BotOptions, create_app
+from bot.demo_environment import (
+    ServiceSpec,
+    build_demo_image,
+    create_compose_project,
+    remove_compose_project,
+    seed_demo_database,
+)
+from bot.sandbox import Channel, SandboxWorkspace, SlackUser, User
+from bot.settings import Settings
+from bot.throwaway_postgres import ThrowawayPostgres
+from handlers.tasks import BackgroundTasks
+from services.bundle import Services
+from services.containers import DockerRuntime
+from services.database import DatabaseTarget, dump_database
+from services.environments import ApprovalPolicy, Environment, HealthConfig
+from services.pgtools import PgTools, mask_password
+from services.run_store import RunStatus, RunStore, migrate
+
+CONCURRENCY = 50
+ACK_ROUNDS = int(os.environ.get("BENCH_ACK_ROUNDS", "10"))
+PLAN_SAMPLES = int(os.environ.get("BENCH_PLAN_SAMPLES", "40"))
+TOKEN, SECRET = "xoxb-bench", "bench-secret"
+ALICE = User(id="U0ALICE", name="alice")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def figures(name: str, seconds: list[float]) -> str:
+    ms = [s * 1000 for s in seconds]
+    return (
+        f"{name}: n={len(ms)} p50={percentile(ms, 50):.1f} ms p95={percentile(ms, 95):.1f} ms "
+        f"p99={percentile(ms, 99):.1f} ms max={max(ms):.1f} ms mean={statistics.mean(ms):.1f} ms"
+    )
+
+
+async def close_active(store: RunStore, environment: str) -> None:
+    active = await store.active_run(environment)
+    if active is not None:
+        await store.update(active.id, status=RunStatus.CANCELLED)
+
+
+async def main() -> None:
+    async with AsyncExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        pg = await stack.enter_async_context(ThrowawayPostgres(fast=True))
+        await pg.create_database("shop")
+        await pg.create_database("store")
+        dsn = pg.superuser_dsn("shop")
+        tools = PgTools(pg.bin_dir)
+        await seed_demo_database(dsn, rows=2000)
+        backups = folder / "backups"
+        backups.mkdir()
+        await dump_database(DatabaseTarget(dsn, tools), backups / "pre-deploy-20241203-120000.dump")
+        pool = await asyncpg.create_pool(pg.superuser_dsn("store"), min_size=2, max_size=20)
+        assert pool is not None
+        stack.push_async_callback(pool.close)
+        await migrate(pool)
+        docker = aiodocker.Docker()
+        stack.push_async_callback(docker.close)
+        image = await build_demo_image(docker)
+        project = f"rbbench-{uuid.uuid4().hex[:8]}"
+        stack.push_async_callback(remove_compose_project, docker, project)
+        await create_compose_project(docker, project, [ServiceSpec("web", "web")], image)
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        environment = Environment(
+            name="production",
+            compose_project=project,
+            database_url=SecretStr(dsn),
+            database_display=mask_password(dsn),
+            backups_dir=backups,
+            health=HealthConfig(),
+            approval=ApprovalPolicy(required_approvals=1),
+        )
+        store = RunStore(pool)
+        services = Services({"production": environment}, DockerRuntime(docker), http, tools, store)
+
+        channels = [Channel(id=f"C{i:08d}", name=f"incident-{i}") for i in range(PLAN_SAMPLES + 1)]
+        workspace = await stack.enter_async_context(
+            SandboxWorkspace(bot_token=TOKEN, users=[ALICE], channels=channels)
+        )
+        settings = Settings(
+            slack_bot_token=SecretStr(TOKEN),
+            slack_signing_secret=SecretStr(SECRET),
+            slack_api_url=workspace.base_url,
+        )
+        tasks = await stack.enter_async_context(BackgroundTasks(grace_seconds=30))
+        app = create_app(settings, services, tasks=tasks, options=BotOptions())
+        runner = web.AppRunner(app.web_app(), access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        slack = await stack.enter_async_context(
+            SlackUser(workspace, f"http://{host}:{port}/slack/events", SECRET)
+        )
+        await slack.send_command(ALICE.id, channels[0].id, "/rollback", "help")  # auth.test
+
+        acks: list[float] = []
+        for _ in range(ACK_ROUNDS):
+            deliveries = await asyncio.gather(
+                *(
+                    slack.send_command(ALICE.id, channels[0].id, "/rollback", "production")
+                    for _ in range(CONCURRENCY)
+                )
+            )
+            assert all(d.status == 200 for d in deliveries), {d.status for d in deliveries}
+            acks.extend(d.elapsed for d in deliveries)
+            await workspace.wait_for(lambda: tasks.running <= 1, timeout=30)
+            await close_active(store, "production")
+        print(figures(f"ack of /rollback, {CONCURRENCY} concurrent x {ACK_ROUNDS}", acks))
+
+        plans: list[float] = []
+        for channel in channels[1:]:
+            began = time.perf_counter()
+            await slack.send_command(ALICE.id, channel.id, "/rollback", "production")
+            await workspace.wait_for(lambda ch=channel.id: workspace.messages(ch), timeout=10)  # type: ignore[misc]
+            plans.append(time.perf_counter() - began)
+            await workspace.wait_for(lambda: tasks.running <= 1, timeout=30)
+            await close_active(store, "production")
+        print(figures("slash command -> plan message in the channel", plans))
+        print(
+            f"targets: ack p99 < 100 ms: {'met' if percentile(acks, 99) < 0.1 else 'MISSED'}; "
+            f"plan p95 < 500 ms: {'met' if percentile(plans, 95) < 0.5 else 'MISSED'}"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
