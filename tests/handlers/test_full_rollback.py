@@ -81,6 +81,10 @@ async def test_command_to_approved_rollback_with_live_updates_and_report(
     await ws.wait_for(lambda: len(ws.dms(CAROL.id)) == 2)
     assert "ended" in ws.dms(CAROL.id)[-1].text
 
+    # Every message the bot sent passed the sandbox's Block Kit checks (slack_sdk models and
+    # Slack's limits); no call failed or was dropped.
+    assert [c.method for c in ws.calls if not c.ok and c.status != 429] == []
+
     assert await database_snapshot(stage.dsn) == at_backup
     assert set((await container_states(docker, stage.project)).values()) == {"running"}
     kinds = [e.kind for e in await stage.services.store.events(run.id)]
