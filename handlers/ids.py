@@ -10,6 +10,7 @@ class ActionId(StrEnum):
     REJECT = "rollback.reject"
     CANCEL = "rollback.cancel"
     CHECKLIST = "rollback.checklist"
+    UNDO = "rollback.undo"
 
 
 class BlockId(StrEnum):
@@ -24,6 +25,8 @@ class BlockId(StrEnum):
     CHECKLIST = "rollback.checklist"
     CHECKLIST_TICKS = "rollback.checklist.ticks"
     DECISION = "rollback.decision"
+    DATA_LOSS = "rollback.data_loss"
+    UNDO = "rollback.undo"
     FOOTER = "rollback.footer"
 
 

@@ -24,7 +24,12 @@ from handlers.messages.text import as_dicts
 from handlers.messages.usage import usage_message, usage_text
 from handlers.runs import Rollbacks
 from services import backups as catalogue
-from services.approvals import Decision, authorize_decision, authorize_requester
+from services.approvals import (
+    Decision,
+    authorize_decision,
+    authorize_requester,
+    authorize_undo,
+)
 from services.bundle import Services
 from services.errors import RollbackError
 
@@ -270,9 +275,35 @@ async def handle_error(
     return BoltResponse(status=200, body="") if response is not None else None
 
 
+async def authorize_undo_click(
+    body: dict[str, Any],
+    action: dict[str, Any],
+    services: Services,
+    rollbacks: Rollbacks,
+    next: Next,
+) -> None:
+    """Approvers of the environment may undo its rollback."""
+    run = await services.store.get(str(action.get("value", "")))
+    await authorize_undo(services, rollbacks.directory, run=run, user=body["user"]["id"])
+    await next()
+
+
+async def handle_undo_button(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: AsyncRespond,
+    rollbacks: Rollbacks,
+) -> None:
+    await ack()
+    work = rollbacks.undo(run_id=str(action.get("value", "")), user=body["user"]["id"])
+    _after_ack(rollbacks, body, respond, work)
+
+
 def register(app: AsyncApp) -> None:
     app.command("/rollback", middleware=[authorize_rollback_request])(handle_rollback_command)
     for action_id in (ActionId.APPROVE, ActionId.REJECT, ActionId.CANCEL):
         app.action(action_id.value, middleware=[authorize_decision_click])(handle_decision_button)
     app.action(ActionId.CHECKLIST.value)(handle_checklist)
+    app.action(ActionId.UNDO.value, middleware=[authorize_undo_click])(handle_undo_button)
     app.error(handle_error)

@@ -18,16 +18,26 @@ from handlers.messages.notices import notice_text
 from handlers.messages.run_message import run_message, run_message_text
 from handlers.messages.step_detail import step_failure, step_failure_text
 from handlers.messages.text import as_dicts, fallback
+from handlers.messages.undo_notes import undo_finished, undo_started
 from handlers.tasks import BackgroundTasks
 from services import approvals
 from services.approvals import BoundPlan, Decision, DecisionOutcome, Directory
 from services.bundle import Services
 from services.checklist import tick_checklist
+from services.environments import Strategy
 from services.events import EventKind, StepEvent
 from services.notifications import Notice, Notifier, notify_contacts
 from services.run_store import RunRecord
 from services.run_view import load_run_view
-from services.workflow import execute_rollback
+from services.workflow import (
+    Preparation,
+    RollbackPlan,
+    discard_preparation,
+    execute_rollback,
+    expire_old_databases,
+    prepare_rollback,
+    undo_rollback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,9 @@ class Rollbacks:
         self.directory = directory
         self.notifier = notifier
         self._thread_posts: dict[str, list[asyncio.Task[None]]] = {}
+        # swap: staging restores running while approvers read the plan
+        self._preparing: dict[str, tuple[RollbackPlan, asyncio.Task[Preparation]]] = {}
+        self._sweeps = 0
         self._planning: dict[str, asyncio.Lock] = {}
 
     async def request(
@@ -76,6 +89,7 @@ class Rollbacks:
         )
         await self.services.store.set_message(run.id, str(posted["channel"]), str(posted["ts"]))
         self.tasks.spawn(self.notify(run.id, Notice.REQUESTED), name=f"notify-{run.id}")
+        self._prepare(run.id, outcome.plan.plan)
         if outcome.approved:
             self._start(run.id, outcome.plan)
         return run
@@ -97,8 +111,52 @@ class Rollbacks:
         if outcome.start is not None:
             self._start(run_id, outcome.start)
         elif outcome.counted and decision is not Decision.APPROVE:
+            self._discard(run_id)
             self.tasks.spawn(self.notify(run_id, Notice.FINISHED), name=f"notify-{run_id}")
         return outcome
+
+    def _prepare(self, run_id: str, plan: RollbackPlan) -> None:
+        """Start the non-destructive work now; the cut-over waits for it (and approval)."""
+        if plan.strategy is not Strategy.SWAP:
+            return
+
+        async def show(event: StepEvent) -> None:
+            self.live.refresh(run_id)
+
+        task = self.tasks.spawn(
+            prepare_rollback(self.services, plan, run_id=run_id, listener=show),
+            name=f"prepare-{run_id}",
+        )
+        self._preparing[run_id] = (plan, task)
+
+    def _discard(self, run_id: str) -> None:
+        """A run that will not happen leaves no staging database behind."""
+        entry = self._preparing.pop(run_id, None)
+        if entry is None:
+            return
+        plan, task = entry
+
+        async def drop() -> None:
+            preparation = await task
+            await discard_preparation(self.services, plan, preparation)
+
+        self.tasks.spawn(drop(), name=f"discard-{run_id}")
+
+    async def undo(self, *, run_id: str, user: str) -> None:
+        """Swap the pre-rollback database back, reporting in the run's thread."""
+        run = await self.services.store.get(run_id)
+        await self._thread(run, *undo_started(user))
+
+        async def show(event: StepEvent) -> None:
+            self.live.refresh(run_id)
+
+        try:
+            result = await undo_rollback(
+                self.services, run.environment, requested_by=user, listener=show
+            )
+        finally:
+            self.live.refresh(run_id)
+        await self._thread(run, *undo_finished(result))
 
     async def tick(self, *, channel: str, ts: str, user: str, ticked: Sequence[str]) -> None:
         run = await self.services.store.run_for_message(channel, ts)
@@ -115,8 +173,14 @@ class Rollbacks:
             if event.kind is EventKind.FAILED:
                 self._post_in_thread(run_id, step_failure(event), step_failure_text(event))
 
+        preparation = None
+        entry = self._preparing.pop(run_id, None)
+        if entry is not None:
+            preparation = await entry[1]
         try:
-            await execute_rollback(self.services, plan.plan, run_id=run_id, listener=show)
+            await execute_rollback(
+                self.services, plan.plan, run_id=run_id, listener=show, preparation=preparation
+            )
         finally:
             await asyncio.shield(self._report(run_id))
 
@@ -174,7 +238,12 @@ class Rollbacks:
     async def sweep_once(self) -> None:
         result = await approvals.sweep(self.services)
         for run in result.expired:
+            self._discard(run.id)
             self.live.refresh(run.id)
+        self._sweeps += 1
+        if self._sweeps % 60 == 1:  # now and then: old databases past their time
+            for name in await expire_old_databases(self.services):
+                log.info("dropped %s (kept past its time)", name)
         for escalation in result.escalated:
             self.live.refresh(escalation.run.id)
             await self.notify(escalation.run.id, Notice.ESCALATED)

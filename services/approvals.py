@@ -145,6 +145,20 @@ async def authorize_decision(
         )
 
 
+async def authorize_undo(
+    services: Services, directory: Directory, *, run: RunRecord, user: str
+) -> None:
+    """Approvers of the environment may undo a rollback (whoever requested it)."""
+    policy = services.environment(run.environment).approval
+    if policy.approvers and not await is_one_of(user, policy.approvers, directory):
+        raise PermissionDenied(
+            user,
+            "undo this rollback",
+            f"you are not an approver of {run.environment}",
+            allowed=policy.approvers,
+        )
+
+
 def expires_at(run: RunRecord, policy: ApprovalPolicy) -> datetime:
     return run.requested_at + timedelta(minutes=policy.expiry_minutes)
 

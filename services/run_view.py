@@ -21,7 +21,7 @@ from services.checklist import (
     checklist_state,
 )
 from services.environments import Environment
-from services.events import EXECUTE_STEPS, STEP_LABELS, EventKind, Step
+from services.events import EXECUTE_STEPS, STEP_LABELS, SWAP_STEPS, EventKind, Step
 from services.run_store import ApprovalRecord, EventRecord, RunRecord
 
 
@@ -52,6 +52,31 @@ class TimelineEntry:
 
 
 @dataclass(frozen=True)
+class TableRows:
+    table: str
+    live: int
+    backup: int
+
+    @property
+    def leaving(self) -> int:
+        """Rows the rollback removes from the live table (negative: rows it brings back)."""
+        return self.live - self.backup
+
+
+def _data_loss(events: list[EventRecord]) -> tuple[TableRows, ...]:
+    latest = next((e for e in reversed(events) if e.kind == "data_loss_preview"), None)
+    if latest is None:
+        return ()
+    rows = []
+    for item in latest.detail.get("tables") or []:
+        try:
+            rows.append(TableRows(str(item["table"]), int(item["live"]), int(item["backup"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(rows)
+
+
+@dataclass(frozen=True)
 class RunView:
     run: RunRecord
     environment: Environment
@@ -65,6 +90,8 @@ class RunView:
     expires_at: datetime
     escalates_at: datetime | None
     closed_by: str | None  # who rejected or cancelled
+    # swap: per table, rows in the live database and in the backup (from the preparation)
+    data_loss: tuple[TableRows, ...] = ()
 
     @property
     def plan(self) -> dict[str, Any]:
@@ -75,7 +102,6 @@ class RunView:
         return self.environment.approval.required_approvals
 
 
-SWAP_STEPS = (Step.PREPARE, Step.STOP, Step.CUTOVER, Step.START, Step.HEALTH)
 
 
 def _steps(events: list[EventRecord], strategy: str | None) -> tuple[StepState, ...]:
@@ -175,4 +201,5 @@ async def load_run_view(services: Services, run_id: str) -> RunView:
         expires_at=expires_at(run, environment.approval),
         escalates_at=escalates_at(run, environment.approval),
         closed_by=closed_by,
+        data_loss=_data_loss(events),
     )

@@ -423,6 +423,19 @@ async def swap_back(target: DatabaseTarget, names: SwapNames, aside: str) -> flo
         await connection.close()
 
 
+async def staging_databases(target: DatabaseTarget) -> list[tuple[str, str]]:
+    """(database, run id) of every staging database of this environment's database."""
+    prefix = f"{target.name[:40]}__rb_staging_"
+    connection = await maintenance(target)
+    try:
+        rows = await connection.fetch(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix
+        )
+    finally:
+        await connection.close()
+    return [(r["datname"], r["datname"][len(prefix) :].replace("_", "-")) for r in rows]
+
+
 async def database_exists(target: DatabaseTarget, name: str) -> bool:
     connection = await maintenance(target)
     try:

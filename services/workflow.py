@@ -29,7 +29,7 @@ from services.errors import (
 from services.events import EventKind, Listener, Step, StepEvent
 from services.health import HealthReport, run_health_checks
 from services.pgtools import with_database
-from services.run_store import RunRecord, RunStatus
+from services.run_store import ACTIVE, RunRecord, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -446,6 +446,16 @@ async def prepare_rollback(
             loss = await swap.preview_data_loss(target, names)
             removed = sum(max(t.removed, 0) for t in loss)
             record.message = f"staging database ready; {removed} row(s) will leave the live data"
+            await services.store.append_event(
+                run_id,
+                "data_loss_preview",
+                detail={
+                    "tables": [
+                        {"table": t.table, "live": t.live_rows, "backup": t.backup_rows}
+                        for t in loss
+                    ]
+                },
+            )
     except RollbackError as error:
         return Preparation(None, note=f"in-place: preparing the swap failed ({error})")
     return Preparation(names, loss, plan.strategy_note)
@@ -714,11 +724,20 @@ async def _undo_plan(
 
 
 async def expire_old_databases(services: Services) -> list[str]:
-    """Drop the old databases kept past their time (their dump is in the backups folder)."""
+    """Drop the old databases kept past their time (their dump is in the backups folder),
+    and staging databases whose run is over (left by a process that stopped)."""
     dropped: list[str] = []
     now = datetime.now(UTC)
     for environment in services.environments.values():
         target = target_for(services, environment)
+        for staging, run_id in await swap.staging_databases(target):
+            try:
+                owner = await services.store.get(run_id)
+            except RollbackError:
+                continue  # not ours to judge
+            if owner.status not in ACTIVE:
+                await swap.drop_database(target, staging)
+                dropped.append(staging)
         for run in await services.store.recent_runs(environment.name, 50):
             result = run.result or {}
             name, until = result.get("old_database"), result.get("keep_old_until")

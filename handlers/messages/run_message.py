@@ -39,6 +39,7 @@ from handlers.messages.text import (
 )
 from services import humanize
 from services.checklist import BOT, CHECKLIST_LABELS, PEOPLE_ITEMS
+from services.events import Step
 from services.run_store import RunStatus
 from services.run_view import RunView, StepState, StepStatus
 
@@ -203,8 +204,21 @@ def _summary_section(view: RunView) -> SectionBlock | None:
     if view.run.started_at and view.run.finished_at:
         total = (view.run.finished_at - view.run.started_at).total_seconds()
         timing.append(f"total {humanize.duration(total)}")
+    if isinstance(result.get("database_unavailable_seconds"), int | float):
+        timing.append(
+            f"database unusable {result['database_unavailable_seconds']:.2f} s "
+            f"({escape(str(result.get('strategy') or '-'))})"
+        )
     if timing:
         lines.append("*Time:* " + ", ".join(timing))
+    if result.get("old_database") and not result.get("old_database_dropped"):
+        until = str(result.get("keep_old_until") or "")[:16].replace("T", " ")
+        lines.append(
+            f"*Pre-rollback database:* kept as {code(str(result['old_database']), 200)}"
+            f" until {until} UTC, for an instant undo"
+        )
+    if result.get("undone_by"):
+        lines.append(f"↩️ *Undone* by run `{escape(str(result['undone_by']))}`.")
     return SectionBlock(
         block_id=BlockId.SUMMARY,
         text=MarkdownTextObject(text=join_limited(lines, MAX_SECTION_TEXT)),
@@ -286,6 +300,67 @@ def _decision_block(view: RunView) -> ActionsBlock:
     )
 
 
+DATA_LOSS_ROWS = 12
+
+
+def _data_loss_section(view: RunView) -> SectionBlock | None:
+    """Per table, what the rollback takes out of the live database (swap preparation)."""
+    if not view.data_loss or view.run.status not in (
+        RunStatus.AWAITING_APPROVAL,
+        RunStatus.APPROVED,
+        RunStatus.RUNNING,
+    ):
+        return None
+    changed = sorted(view.data_loss, key=lambda t: -abs(t.leaving))
+    rows = [
+        f"{truncate(t.table, 40):<40} {t.live:>12,} {t.backup:>12,} {-t.leaving:>+12,}"
+        for t in changed[:DATA_LOSS_ROWS]
+        if t.leaving
+    ]
+    if not rows:
+        text = "*Data-loss preview:* every table has as many rows live as in the backup."
+        return SectionBlock(block_id=BlockId.DATA_LOSS, text=MarkdownTextObject(text=text))
+    more = len([t for t in changed if t.leaving]) - len(rows)
+    head = f"{'table':<40} {'live rows':>12} {'in backup':>12} {'change':>12}"
+    body = "\n".join([head, *rows]).replace("`", "'")
+    text = (
+        "*Data-loss preview* (the backup is restored and compared while the application "
+        f"runs):\n```{body}```" + (f"\n…and {more} more table(s)" if more > 0 else "")
+    )
+    return SectionBlock(
+        block_id=BlockId.DATA_LOSS, text=MarkdownTextObject(text=truncate(text, MAX_SECTION_TEXT))
+    )
+
+
+def _undo_block(view: RunView) -> ActionsBlock | None:
+    result = view.run.result or {}
+    if (
+        view.run.status is not RunStatus.SUCCEEDED
+        or not result.get("old_database")
+        or result.get("old_database_dropped")
+        or result.get("undone_by")
+    ):
+        return None
+    env = truncate(view.run.environment, 60)
+    return ActionsBlock(
+        block_id=BlockId.UNDO,
+        elements=[
+            ButtonElement(
+                action_id=ActionId.UNDO,
+                text="Undo rollback",
+                value=view.run.id,
+                style="danger",
+                confirm=_confirm(
+                    "Undo the rollback?",
+                    f"This stops {env} for a moment and swaps the pre-rollback database back "
+                    "in. Data written since the rollback stays in the database set aside.",
+                    "Undo",
+                ),
+            )
+        ],
+    )
+
+
 def run_message(view: RunView, *, now: datetime) -> list[Block]:
     run = view.run
     title = f"Rollback of {run.environment}: {STATUS_LABELS[run.status]}"
@@ -303,7 +378,13 @@ def run_message(view: RunView, *, now: datetime) -> list[Block]:
             )
         )
     blocks.append(_approvals_section(view))
-    if run.status in _STARTED or run.status is RunStatus.INTERRUPTED:
+    data_loss = _data_loss_section(view)
+    if data_loss is not None:
+        blocks.append(data_loss)
+    preparing = any(
+        s.step is Step.PREPARE and s.status is not StepStatus.PENDING for s in view.steps
+    )
+    if run.status in _STARTED or run.status is RunStatus.INTERRUPTED or preparing:
         blocks.append(_steps_section(view))
     rows = health_rows(run.result or {})
     if rows:
@@ -314,6 +395,9 @@ def run_message(view: RunView, *, now: datetime) -> list[Block]:
     blocks.extend(_checklist_blocks(view))
     if run.status is RunStatus.AWAITING_APPROVAL:
         blocks.append(_decision_block(view))
+    undo = _undo_block(view)
+    if undo is not None:
+        blocks.append(undo)
     footer = (
         f"Run `{escape(run.id)}` · plan `{escape(str(view.plan.get('plan_hash', '-')))}` · "
         f"requested {stamp(run.requested_at)}"
