@@ -15,7 +15,7 @@ from bot.app import BotOptions, create_app
 from bot.sandbox import Channel, Message, SandboxWorkspace, SlackUser, User, UserGroup
 from bot.settings import Settings
 from handlers.tasks import BackgroundTasks
-from services.environments import ApprovalPolicy, Contacts
+from services.environments import ApprovalPolicy, Contacts, Strategy
 from services.run_store import RunRecord
 from tests.services.conftest import Stage
 
@@ -115,8 +115,9 @@ async def make_bot(stage: Stage) -> AsyncIterator[MakeBot]:
         contacts: Contacts = CONTACTS,
         options: BotOptions | None = None,
         workspace_args: dict[str, Any] | None = None,
+        strategy: Strategy = Strategy.IN_PLACE,
     ) -> Bot:
-        staged = stage.with_environment(approval=policy, contacts=contacts)
+        staged = stage.with_environment(approval=policy, contacts=contacts, strategy=strategy)
         workspace = SandboxWorkspace(
             bot_token=BOT_TOKEN,
             users=[ALICE, BOB, ERIN, CAROL, DAVE, MAX],
