@@ -22,10 +22,9 @@ from pathlib import Path
 import aiodocker
 import aiohttp
 import asyncpg
-from aiohttp import web
 from pydantic import SecretStr
 
-from bot.app import BotOptions, create_app
+from bench.sandbox_bot import running_bot
 from bot.demo_environment import (
     ServiceSpec,
     build_demo_image,
@@ -33,21 +32,18 @@ from bot.demo_environment import (
     remove_compose_project,
     seed_demo_database,
 )
-from bot.sandbox import Channel, SandboxWorkspace, SlackUser, User
-from bot.settings import Settings
+from bot.sandbox import Channel, User
 from bot.throwaway_postgres import ThrowawayPostgres
-from handlers.tasks import BackgroundTasks
 from services.bundle import Services
 from services.containers import DockerRuntime
 from services.database import DatabaseTarget, dump_database
-from services.environments import ApprovalPolicy, Environment, HealthConfig
+from services.environments import ApprovalPolicy, Environment, HealthConfig, Strategy
 from services.pgtools import PgTools, mask_password
 from services.run_store import RunStatus, RunStore, migrate
 
 CONCURRENCY = 50
 ACK_ROUNDS = int(os.environ.get("BENCH_ACK_ROUNDS", "10"))
 PLAN_SAMPLES = int(os.environ.get("BENCH_PLAN_SAMPLES", "40"))
-TOKEN, SECRET = "xoxb-bench", "bench-secret"
 ALICE = User(id="U0ALICE", name="alice")
 
 
@@ -101,29 +97,16 @@ async def main() -> None:
             backups_dir=backups,
             health=HealthConfig(),
             approval=ApprovalPolicy(required_approvals=1),
+            strategy=Strategy.IN_PLACE,  # what is measured here is the Slack face
         )
         store = RunStore(pool)
         services = Services({"production": environment}, DockerRuntime(docker), http, tools, store)
 
         channels = [Channel(id=f"C{i:08d}", name=f"incident-{i}") for i in range(PLAN_SAMPLES + 1)]
-        workspace = await stack.enter_async_context(
-            SandboxWorkspace(bot_token=TOKEN, users=[ALICE], channels=channels)
+        bot = await stack.enter_async_context(
+            running_bot(services, users=[ALICE], channels=channels)
         )
-        settings = Settings(
-            slack_bot_token=SecretStr(TOKEN),
-            slack_signing_secret=SecretStr(SECRET),
-            slack_api_url=workspace.base_url,
-        )
-        tasks = await stack.enter_async_context(BackgroundTasks(grace_seconds=30))
-        app = create_app(settings, services, tasks=tasks, options=BotOptions())
-        runner = web.AppRunner(app.web_app(), access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        host, port = runner.addresses[0][:2]
-        slack = await stack.enter_async_context(
-            SlackUser(workspace, f"http://{host}:{port}/slack/events", SECRET)
-        )
+        workspace, slack, tasks = bot.workspace, bot.slack, bot.tasks
         await slack.send_command(ALICE.id, channels[0].id, "/rollback", "help")  # auth.test
 
         acks: list[float] = []

@@ -1,0 +1,150 @@
+"""Benchmark: from `/rollback` to a running, healthy environment, one approver clicking
+Approve 30 s after the plan appears; swap against in-place on the same data.
+
+With swap the staging restore runs while the approver reads, so the cut-over can follow
+the click at once; in place, the whole restore starts after the click. Everything real:
+signed requests through the sandbox workspace, PostgreSQL with default durability, the
+busybox containers. BENCH_ROWS sets the size (default about 1.5 GB), BENCH_WAIT the
+approver's reading time (default 30 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import aiodocker
+import aiohttp
+import asyncpg
+from pydantic import SecretStr
+
+from bench.sandbox_bot import running_bot
+from bot.demo_environment import (
+    ServiceSpec,
+    build_demo_image,
+    create_compose_project,
+    remove_compose_project,
+    seed_demo_database,
+)
+from bot.sandbox import Channel, User, UserGroup
+from bot.throwaway_postgres import ThrowawayPostgres
+from handlers.ids import ActionId
+from services.bundle import Services
+from services.containers import DockerRuntime
+from services.database import DatabaseTarget, dump_database
+from services.environments import (
+    ApprovalPolicy,
+    Environment,
+    HealthConfig,
+    HttpCheck,
+    Strategy,
+)
+from services.pgtools import PgTools, mask_password
+from services.run_store import RunStore, migrate
+
+ROWS = int(os.environ.get("BENCH_ROWS", "4150000"))
+WAIT = float(os.environ.get("BENCH_WAIT", "30"))
+ALICE = User(id="U0ALICE", name="alice")
+BOB = User(id="U0BOB", name="bob")
+SRE = UserGroup(id="S0SRE", handle="sre", users=(BOB.id,))
+INCIDENTS = Channel(id="C0INCIDENTS", name="incidents")
+
+
+async def one(
+    strategy: Strategy, base: Services, dsn: str, backups: Path, web_url: str, project: str
+) -> tuple[float, float]:
+    environment = Environment(
+        name="production",
+        compose_project=project,
+        database_url=SecretStr(dsn),
+        database_display=mask_password(dsn),
+        backups_dir=backups,
+        strategy=strategy,
+        health=HealthConfig(http=(HttpCheck(name="web", url=web_url),), interval_seconds=0.1),
+        approval=ApprovalPolicy(approvers=(SRE.id,), required_approvals=1),
+    )
+    services = Services(
+        {"production": environment}, base.runtime, base.http, base.tools, base.store
+    )
+    async with running_bot(
+        services, users=[ALICE, BOB], channels=[INCIDENTS], usergroups=[SRE]
+    ) as bot:
+        ws = bot.workspace
+        began = time.time()
+        await bot.slack.send_command(ALICE.id, INCIDENTS.id, "/rollback", "production")
+        plan = await ws.wait_for(lambda: ws.latest_message(INCIDENTS.id), timeout=30)
+        await asyncio.sleep(WAIT)  # the approver reads the plan
+        await bot.slack.click(BOB.id, plan, ActionId.APPROVE)
+        clicked = time.time()
+        run = (await base.store.recent_runs("production", 1))[0]
+        healthy = None
+        for _ in range(36000):  # the health checks passing is the moment that counts
+            events = await base.store.events(run.id)
+            healthy = next(
+                (
+                    e.at.timestamp()
+                    for e in events
+                    if (e.kind, e.step) == ("step_finished", "health")
+                ),
+                None,
+            )
+            if healthy is not None or any(e.kind == "finished" for e in events):
+                break
+            await asyncio.sleep(0.05)
+        assert healthy is not None, "the health checks never passed"
+        while (await base.store.get(run.id)).finished_at is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return healthy - began, healthy - clicked
+
+
+async def main() -> None:
+    async with AsyncExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        pg = await stack.enter_async_context(ThrowawayPostgres())
+        await pg.create_database("shop")
+        await pg.create_database("store")
+        dsn = pg.superuser_dsn("shop")
+        tools = PgTools(pg.bin_dir)
+        print(f"seeding {ROWS} rows …", flush=True)
+        await seed_demo_database(dsn, rows=ROWS)
+        connection = await asyncpg.connect(dsn)
+        size = await connection.fetchval("SELECT pg_database_size('shop')")
+        await connection.close()
+        backups = folder / "backups"
+        backups.mkdir()
+        await dump_database(DatabaseTarget(dsn, tools), backups / "pre-deploy-20241203-120000.dump")
+        pool = await asyncpg.create_pool(pg.superuser_dsn("store"), min_size=2, max_size=10)
+        assert pool is not None
+        stack.push_async_callback(pool.close)
+        await migrate(pool)
+        docker = aiodocker.Docker()
+        stack.push_async_callback(docker.close)
+        image = await build_demo_image(docker)
+        project = f"rbbench-{uuid.uuid4().hex[:8]}"
+        stack.push_async_callback(remove_compose_project, docker, project)
+        compose = await create_compose_project(
+            docker, project, [ServiceSpec("web", "web"), ServiceSpec("worker", "worker")], image
+        )
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        base = Services({}, DockerRuntime(docker), http, tools, RunStore(pool))
+        print(f"database {size / 1e9:.2f} GB; the approver clicks {WAIT:.0f} s after the plan")
+        for strategy in (Strategy.IN_PLACE, Strategy.SWAP):
+            total, after_click = await one(
+                strategy, base, dsn, backups, compose.web_urls["web"], project
+            )
+            print(
+                f"{strategy.value:<8} /rollback → healthy {total:6.1f} s "
+                f"(of which after the click {after_click:5.1f} s)",
+                flush=True,
+            )
+            for extra in backups.glob("pre-rollback-*.dump"):
+                extra.unlink()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
