@@ -360,67 +360,60 @@ async def _rename_pair(
         )
 
 
-async def cut_over(target: DatabaseTarget, names: SwapNames) -> float:
-    """Refuse new connections to the live database, end its sessions, and swap the names
-    (live → old, staging → live) in one transaction. Returns the seconds it took.
+async def _swap_names(
+    target: DatabaseTarget, *, live: str, incoming: str, aside: str, refused: str
+) -> float:
+    """Refuse new connections to `live`, end the sessions on both, and in one transaction
+    rename `live` to `aside` and `incoming` to `live`. Returns the seconds it took.
 
-    On failure nothing is renamed and the live database accepts connections again.
+    On failure nothing is renamed and `live` accepts connections again.
     """
     connection = await maintenance(target)
     began = time.monotonic()
-    live = _ident(names.live)
     try:
-        await connection.execute(f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS false")
+        await connection.execute(f"ALTER DATABASE {_ident(live)} WITH ALLOW_CONNECTIONS false")
         try:
             for attempt in range(3):
-                await _end_sessions(connection, [names.live, names.staging])
+                await _end_sessions(connection, [live, incoming])
                 try:
-                    await _rename_pair(
-                        connection, (names.live, names.old), (names.staging, names.live)
-                    )
+                    await _rename_pair(connection, (live, aside), (incoming, live))
                     break
                 except asyncpg.ObjectInUseError:
                     if attempt == 2:
                         raise
         except BaseException:
-            await connection.execute(f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS true")
+            await connection.execute(f"ALTER DATABASE {_ident(live)} WITH ALLOW_CONNECTIONS true")
             raise
         seconds = time.monotonic() - began
-        # Applications connect by the live name; the old one is open again for its dump.
-        await connection.execute(f"ALTER DATABASE {_ident(names.old)} WITH ALLOW_CONNECTIONS true")
+        # Applications connect by the live name; the one set aside is open for its dump.
+        await connection.execute(f"ALTER DATABASE {_ident(aside)} WITH ALLOW_CONNECTIONS true")
         return seconds
     except asyncpg.PostgresError as error:
-        raise DatabaseError("The cut-over was refused; nothing was renamed", str(error)) from error
+        raise DatabaseError(refused, str(error)) from error
     finally:
         await connection.close()
+
+
+async def cut_over(target: DatabaseTarget, names: SwapNames) -> float:
+    """The rolled-back database goes live; the pre-rollback one is kept as `names.old`."""
+    return await _swap_names(
+        target,
+        live=names.live,
+        incoming=names.staging,
+        aside=names.old,
+        refused="The cut-over was refused; nothing was renamed",
+    )
 
 
 async def swap_back(target: DatabaseTarget, names: SwapNames, aside: str) -> float:
     """Undo: the current live database goes to `aside`, the old one back to the live name."""
-    connection = await maintenance(target)
-    began = time.monotonic()
-    live = _ident(names.live)
-    try:
-        await connection.execute(f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS false")
-        try:
-            for attempt in range(3):
-                await _end_sessions(connection, [names.live, names.old])
-                try:
-                    await _rename_pair(connection, (names.live, aside), (names.old, names.live))
-                    break
-                except asyncpg.ObjectInUseError:
-                    if attempt == 2:
-                        raise
-        except BaseException:
-            await connection.execute(f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS true")
-            raise
-        # The database now live was the old one, which was refusing connections.
-        await connection.execute(f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS true")
-        return time.monotonic() - began
-    except asyncpg.PostgresError as error:
-        raise DatabaseError("The undo swap was refused", str(error)) from error
-    finally:
-        await connection.close()
+    return await _swap_names(
+        target,
+        live=names.live,
+        incoming=names.old,
+        aside=aside,
+        refused="The undo swap was refused; nothing was renamed",
+    )
 
 
 async def staging_databases(target: DatabaseTarget) -> list[tuple[str, str]]:

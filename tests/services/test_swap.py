@@ -206,7 +206,12 @@ async def test_engine_error_on_start_swaps_back_and_restarts(
     async def block_port_while_starting(event: StepEvent) -> None:
         if event.step is Step.CUTOVER and event.kind.value == "step_finished":
             stack = contextlib.ExitStack()
-            stack.enter_context(occupied(port))
+            for _ in range(60):  # the engine may still be releasing it after the stop
+                try:
+                    stack.enter_context(occupied(port))
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
             holder.append(stack)
         if event.step is Step.SWAP_BACK and event.kind.value == "step_started":
             for stack in holder:
