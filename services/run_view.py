@@ -102,8 +102,6 @@ class RunView:
         return self.environment.approval.required_approvals
 
 
-
-
 def _steps(events: list[EventRecord], strategy: str | None) -> tuple[StepState, ...]:
     expected = SWAP_STEPS if strategy == "swap" else EXECUTE_STEPS
     states: dict[Step, StepState] = {s: StepState(s, StepStatus.PENDING) for s in expected}
