@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +111,32 @@ async def _wait_for_stop() -> None:
     await stop.wait()
 
 
+@asynccontextmanager
+async def running_app(
+    settings: Settings, services: Services, *, options: BotOptions = BotOptions()
+) -> AsyncIterator[AsyncApp]:
+    """The app as `serve` runs it: its client on the services' HTTP session, its background
+    tasks running until the block ends (running rollbacks are waited for first)."""
+    client = create_client(settings, session=services.http, options=options)
+    tasks = BackgroundTasks()
+    app = create_app(settings, services, tasks=tasks, client=client, options=options)
+    async with tasks:
+        yield app
+
+
+@asynccontextmanager
+async def listening(app: AsyncApp, *, host: str, port: int) -> AsyncIterator[str]:
+    """`app` served over HTTP at `host`:`port` (0: a free port); yields its request URL."""
+    runner = web.AppRunner(app.web_app(path=EVENTS_PATH), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        yield f"http://{bound_host}:{bound_port}{EVENTS_PATH}"
+    finally:
+        await runner.cleanup()
+
+
 async def serve(
     settings: Settings,
     environments: Mapping[str, Environment],
@@ -123,10 +150,7 @@ async def serve(
             log.warning(
                 "run %s of %s was interrupted during %s", run.id, run.environment, run.current_step
             )
-        client = create_client(settings, session=services.http, options=options)
-        tasks = BackgroundTasks()
-        app = create_app(settings, services, tasks=tasks, client=client, options=options)
-        async with tasks:
+        async with running_app(settings, services, options=options) as app:
             if settings.slack_app_token is not None:
                 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
@@ -142,11 +166,6 @@ async def serve(
                 finally:
                     await handler.close_async()  # type: ignore[no-untyped-call]
             else:
-                runner = web.AppRunner(app.web_app(path=EVENTS_PATH), access_log=None)
-                await runner.setup()
-                try:
-                    await web.TCPSite(runner, "0.0.0.0", settings.port).start()
+                async with listening(app, host="0.0.0.0", port=settings.port):
                     log.info("listening on port %d at %s", settings.port, EVENTS_PATH)
                     await stop()
-                finally:
-                    await runner.cleanup()

@@ -161,7 +161,7 @@ async def cmd_history(args: argparse.Namespace) -> int:
 async def cmd_demo(args: argparse.Namespace) -> int:
     from bot.demo import run_demo
 
-    return await run_demo(rows=args.rows)
+    return await run_demo(rows=args.rows, slack=not args.cli)
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
@@ -210,8 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, default=10)
     history.set_defaults(handler=cmd_history)
 
-    demo = sub.add_parser("demo", help="a whole rollback on throwaway PostgreSQL and containers")
+    demo = sub.add_parser(
+        "demo",
+        help="an incident played in a sandbox Slack workspace: a real rollback on throwaway "
+        "PostgreSQL and containers",
+    )
     demo.add_argument("--rows", type=int, default=20_000, help="rows in the demo database")
+    demo.add_argument(
+        "--cli", action="store_true", help="the same rollback through the command line, no Slack"
+    )
     demo.set_defaults(handler=cmd_demo)
 
     serve = sub.add_parser(

@@ -13,7 +13,7 @@ from bot.sandbox.models import (
 )
 from bot.sandbox.ratelimit import DEFAULT_RATE_LIMITS, RateLimit
 from bot.sandbox.slack_user import Delivery, SlackUser
-from bot.sandbox.transcript import render_entry, render_message
+from bot.sandbox.transcript import LiveTranscript, render_entry, render_message
 from bot.sandbox.workspace import SandboxWorkspace
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Channel",
     "Delivery",
     "InvalidBlocksError",
+    "LiveTranscript",
     "Message",
     "MessageEdit",
     "OpenedView",

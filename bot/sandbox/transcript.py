@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import html
 import re
+import sys
 import textwrap
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.sandbox.models import Message
 
@@ -56,6 +59,138 @@ def render_entry(message: Message, *, workspace: SandboxWorkspace | None = None)
     suffix = f" ({', '.join(notes)})" if notes else ""
     body = render_message(message, workspace=workspace)
     return [f"[{clock}] {author}{suffix}:", *(f"    {line}" for line in body)]
+
+
+class LiveTranscript:
+    """What people in a sandbox workspace see, printed as it changes.
+
+    Each new message (in a channel, a thread, a direct message, or shown to one person) is
+    printed whole under a header saying when, where and from whom. An edited message is
+    printed again under an "edited" header, its unchanged stretches folded into one line,
+    so that a message updated step by step reads as its steps.
+    """
+
+    def __init__(
+        self, workspace: SandboxWorkspace, out: TextIO | None = None, *, width: int = 100
+    ) -> None:
+        self._ws = workspace
+        self._out = out
+        self._width = width
+        self._shown: dict[tuple[str, str], int] = {}  # (channel, ts) -> edits already printed
+        self._lines: dict[tuple[str, str], list[str]] = {}  # as last printed
+
+    def changes(self) -> list[Message]:
+        """Messages new or edited since they were last printed, in the order it happened."""
+        ws = self._ws
+        seen: list[Message] = []
+        for channel in list(ws.channels):
+            for message in ws.messages(channel):
+                seen.append(message)
+                seen.extend(ws.thread(channel, message.ts))
+        for user in list(ws.users):
+            seen.extend(ws.ephemerals(user))
+        changed = [m for m in seen if self._shown.get((m.channel, m.ts), -1) < len(m.edits)]
+        return sorted(changed, key=_changed_at)
+
+    def flush(self) -> int:
+        """Print what changed since the last flush; how many entries were printed."""
+        printed = 0
+        out = self._out or sys.stdout
+        for message in self.changes():
+            key = (message.channel, message.ts)
+            self._shown[key] = len(message.edits)
+            lines = self.body(message)
+            before = self._lines.get(key)
+            self._lines[key] = lines
+            if before == lines:
+                continue  # an edit a reader cannot see
+            shown = lines if before is None else fold_unchanged(before, lines)
+            entry = [self.header(message), *(f"    {line}" for line in shown)]
+            print("\n".join([*wrap(entry, self._width), ""]), file=out, flush=True)
+            printed += 1
+        return printed
+
+    async def follow(self) -> None:
+        """Flush on every change in the workspace, until cancelled."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await self._ws.wait_for(self.changes, timeout=60)
+            self.flush()
+
+    def header(self, message: Message) -> str:
+        ws = self._ws
+        clock = time.strftime("%H:%M:%S", time.localtime(_changed_at(message)))
+        channel = ws.channels.get(message.channel)
+        if channel is not None and channel.user is not None:
+            where = f"direct message to {_user_name(ws, channel.user)}"
+        else:
+            where = f"#{channel.name if channel else message.channel}"
+        notes = []
+        if message.is_reply:
+            notes.append("in thread")
+        if message.is_ephemeral:
+            notes.append(f"only visible to {_user_name(ws, message.ephemeral_to or '?')}")
+        if message.edited:
+            notes.append("edited")
+        suffix = f" ({', '.join(notes)})" if notes else ""
+        return f"[{clock}] {where} · {_user_name(ws, message.user or '?')}{suffix}"
+
+    def body(self, message: Message) -> list[str]:
+        """The message as a terminal shows it: one line per label and value, no markup."""
+        blocks = [_one_line_fields(block) for block in message.blocks]
+        shown = {"text": message.text, "blocks": blocks}
+        return [_plain(line) for line in render_message(shown, workspace=self._ws)]
+
+
+def fold_unchanged(before: Sequence[str], after: Sequence[str], *, keep: int = 2) -> list[str]:
+    """`after`, its runs of more than `keep` lines equal to `before` folded into one line
+    (the first line, a title, always shown), and lines no longer there marked as removed."""
+    out: list[str] = []
+    matcher = difflib.SequenceMatcher(None, before, after, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            run = list(after[j1:j2])
+            if j1 == 0:
+                out.append(run.pop(0))
+            if len(run) > keep:
+                out.append(f"┆ {len(run)} lines as before")
+            else:
+                out.extend(run)
+        elif tag == "delete":
+            out.extend(f"┆ removed: {line.strip()}" for line in before[i1:i2])
+        else:
+            out.extend(after[j1:j2])
+    return out
+
+
+_FIELD = re.compile(r"^\*([^*\n]+)\*\n([^\n]+)$")
+_BOLD = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
+
+
+def _one_line_fields(block: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A section's fields written as "*Label*\\nvalue" made "*Label:* value"."""
+    fields = block.get("fields")
+    if block.get("type") != "section" or not fields:
+        return block
+    joined = []
+    for field in fields:
+        match = _FIELD.match(str(field.get("text", "")))
+        joined.append({**field, "text": f"*{match[1]}:* {match[2]}"} if match else field)
+    return {**block, "fields": joined}
+
+
+def _plain(line: str) -> str:
+    """Slack's bold and code markers dropped, for a terminal."""
+    return _BOLD.sub(r"\1", line.replace("```", ""))
+
+
+def _changed_at(message: Message) -> float:
+    return message.edits[-1].at if message.edits else message.posted_at
+
+
+def _user_name(ws: SandboxWorkspace, user_id: str) -> str:
+    user = ws.users.get(user_id)
+    return user.name if user is not None else user_id
 
 
 # ---------------------------------------------------------------------- blocks

@@ -1,72 +1,184 @@
-"""The demo as a user runs it (including Ctrl-C), and the terminal's live step list."""
+"""The demo as a user runs it (the incident played in the sandbox Slack workspace, the command
+line version, Ctrl-C), and the terminal's live step list."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import os
+import re
+import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import aiodocker
+import pytest
 
 from bot.terminal import StepView
 from services.events import EventKind, Step, StepEvent
 
+STEPS = (
+    "Restore into a staging database",
+    "Stop containers",
+    "Swap the databases",
+    "Start containers",
+    "Health checks",
+)
 
-async def demo_leftovers(docker: aiodocker.Docker) -> list[str]:
+
+async def demo_leftovers(docker: aiodocker.Docker, output: str) -> list[str]:
+    """Containers of the demo's Compose project (named in its output) still there."""
+    project = re.search(r"Compose project (rollback-demo-[0-9a-f]+):", output)
+    assert project is not None, output
     found = await docker.containers.list(
-        all=True, filters={"label": ["com.docker.compose.project=rollback-demo"]}
+        all=True, filters={"label": [f"com.docker.compose.project={project[1]}"]}
     )
     return [c.id for c in found]
 
 
-async def test_demo_runs_a_real_rollback_and_cleans_up(docker: aiodocker.Docker) -> None:
-    process = await asyncio.create_subprocess_exec(
+@pytest.fixture
+def private_tmp() -> Iterator[Path]:
+    """A TMPDIR for the demo, so that what it leaves behind is its own (short: socket paths)."""
+    folder = Path(tempfile.mkdtemp(prefix="rb-demo-test-"))
+    folder.chmod(0o755)  # initdb runs as postgres when the tests run as root
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def start_demo(tmp: Path, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bot.cli",
         "demo",
         "--rows",
         "2000",
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmp), "COLUMNS": "100"},
     )
+
+
+def after(text: str, marker: str) -> str:
+    assert marker in text, text
+    return text.split(marker, 1)[1]
+
+
+HEADER = re.compile(r"^\[\d\d:\d\d:\d\d\] (.+)$", re.MULTILINE)
+
+
+def entries(text: str) -> list[tuple[str, str]]:
+    """The transcript's entries in `text`: (header without the time, body)."""
+    found = list(HEADER.finditer(text))
+    ends = [m.start() for m in found[1:]] + [len(text)]
+    return [
+        (m[1], text[m.end() : end].split("\n\n", 1)[0]) for m, end in zip(found, ends, strict=True)
+    ]
+
+
+async def test_demo_plays_the_incident_in_slack_and_cleans_up(
+    docker: aiodocker.Docker, private_tmp: Path
+) -> None:
+    process = await start_demo(private_tmp)
+    out, err = await asyncio.wait_for(process.communicate(), 180)
+    text, errors = out.decode(), err.decode()
+    assert process.returncode == 0, text + errors
+    assert "Traceback" not in text + errors and "ERROR" not in errors, errors
+
+    # alice asks: the plan message appears with its buttons, and the contacts are told.
+    asked = after(text, ">>> alice types /rollback demo in #incidents")
+    before_click, approved = asked.split(">>> bob reads the plan and clicks Approve\n", 1)
+    (header, plan), *_ = entries(before_click)
+    assert header == "#incidents · rollback-bot"
+    assert plan.startswith("\n    Rollback of demo: awaiting approval")
+    assert re.search(r"Containers that will stop \(2\): rollback-demo-\w+-web-1, rollback-de", plan)
+    assert "[ Approve ] [ Reject ] [ Cancel ]" in plan
+    told = dict(entries(before_click))
+    assert "🔁 @alice asked to roll back demo" in told["direct message to carol · rollback-bot"]
+
+    # bob approves: the same message is edited live, step by step, until it is done.
+    after_click = entries(approved)
+    assert after_click[0] == (
+        "#incidents · rollback-bot (only visible to bob)",
+        "\n    ✅ Approved: the rollback starts now. Follow it in the channel message.",
+    )
+    edits = [body for head, body in after_click if head == "#incidents · rollback-bot (edited)"]
+    assert len(edits) >= 2, approved  # "approved, starting", …, "done"
+    assert "Rollback of demo: approved, starting" in edits[0]
+    assert "┆ removed: [ Approve ] [ Reject ] [ Cancel ]" in edits[0]
+    assert "Rollback of demo: done" in edits[-1] and "⏳" not in edits[-1]
+    # The staging restore (swap strategy) runs while bob reads the plan; the rest after.
+    shown = "".join(body for head, body in entries(asked) if head.endswith("(edited)"))
+    for step in STEPS:
+        assert f"✓ {step} — " in shown, step
+    assert "✗" not in shown and "✓ web" in shown and "HTTP 200" in shown
+
+    # The incident report in the thread; carol and @sre told that it ended.
+    bodies = dict(after_click)
+    report = bodies["#incidents · rollback-bot (in thread)"]
+    assert "Incident report: demo" in report and "Approved by: @bob" in report
+    assert "Data-loss window: 2 h 0 min" in report
+    assert "🏁 The rollback of demo ended: done" in bodies["direct message to carol · rollback-bot"]
+    assert "@sre 🏁 The rollback of demo ended: done" in bodies["#incidents · rollback-bot"]
+
+    assert re.search(r"Run rb-\w+ succeeded\.", text)
+    assert re.search(r"every table equals pre-migration-[0-9-]+\.dump: yes", text)
+    assert text.rstrip().endswith("Cleaning up …")
+    assert await demo_leftovers(docker, text) == []
+    assert os.listdir(private_tmp) == []
+
+
+async def test_demo_on_the_command_line(docker: aiodocker.Docker, private_tmp: Path) -> None:
+    process = await start_demo(private_tmp, "--cli")
     out, err = await asyncio.wait_for(process.communicate(), 180)
     text = out.decode()
-    assert process.returncode == 0, err.decode()
-    assert "Rollback SUCCEEDED" in text
+    assert process.returncode == 0, text + err.decode()
+    assert "$ rollback-bot rollback demo --yes" in text and "Rollback SUCCEEDED" in text
     assert "every table equals pre-migration-" in text and ": yes" in text
-    assert await demo_leftovers(docker) == []
+    assert await demo_leftovers(docker, text) == []
+    assert os.listdir(private_tmp) == []
 
 
-async def test_demo_interrupted_with_ctrl_c_cleans_up(docker: aiodocker.Docker) -> None:
-    before = set(os.listdir("/tmp"))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.cli",
-        "demo",
-        "--rows",
-        "2000",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+@pytest.mark.parametrize(
+    ("marker", "seen"),
+    [
+        # While setting up: containers up, no bot yet.
+        ("after a bad deployment", ()),
+        # Just as bob clicks: the click is seen through, the approved rollback finishes and
+        # is reported, then everything goes.
+        (
+            ">>> bob reads the plan and clicks Approve",
+            ("Interrupted (Ctrl-C)", "Incident report: demo", "Rollback of demo: done"),
+        ),
+    ],
+    ids=["during-setup", "as-bob-approves"],
+)
+async def test_demo_interrupted_with_ctrl_c_cleans_up(
+    docker: aiodocker.Docker, private_tmp: Path, marker: str, seen: tuple[str, ...]
+) -> None:
+    process = await start_demo(private_tmp)
     assert process.stdout is not None
-    # Interrupt once the containers are up: the line after a bad deployment.
+    lines = []
     while line := await asyncio.wait_for(process.stdout.readline(), 120):
-        if b"after a bad deployment" in line:
+        lines.append(line.decode())
+        if marker.encode() in line:
             break
     process.send_signal(signal.SIGINT)
-    _, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 130, err.decode()
-    assert await demo_leftovers(docker) == []
-    left = {
-        name
-        for name in set(os.listdir("/tmp")) - before
-        if name.startswith(("rollback-bot-demo-", "rollback-bot-pg-"))
-    }
-    assert left == set()
+    out, err = await asyncio.wait_for(process.communicate(), 90)
+    text, errors = "".join(lines) + out.decode(), err.decode()
+    assert process.returncode == 130, text + errors
+    assert "Traceback" not in text + errors and "ERROR" not in errors, errors
+    for expected in seen:
+        assert expected in text, text
+    assert "every table equals" not in text
+    assert await demo_leftovers(docker, text) == []
+    assert os.listdir(private_tmp) == []
 
 
 async def test_live_step_list_redraws_in_place_on_a_terminal() -> None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import re
 from typing import Any
 
-from bot.sandbox import Message, SandboxWorkspace, render_entry, render_message
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.sandbox import LiveTranscript, Message, SandboxWorkspace, render_entry, render_message
+from bot.sandbox.transcript import fold_unchanged
 from tests.bot.conftest import ALICE, INCIDENTS, ONCALL
 
 PLAN: dict[str, Any] = {
@@ -92,3 +97,58 @@ def test_text_only_message_and_entry_header(workspace: SandboxWorkspace) -> None
     entry = render_entry(message, workspace=workspace)
     assert entry[0].endswith("rollback-bot (only visible to alice):")
     assert entry[1:] == ["    line one", "    line two"]
+
+
+def test_fold_unchanged_keeps_the_title_and_what_changed() -> None:
+    before = ["Title", "a", "b", "c", "⏳ step", "x", "[ Approve ]", "footer"]
+    after = ["Title", "a", "b", "c", "✓ step", "x", "footer"]
+    assert fold_unchanged(before, after) == [
+        "Title",
+        "┆ 3 lines as before",
+        "✓ step",
+        "x",
+        "┆ removed: [ Approve ]",
+        "footer",
+    ]
+
+
+async def test_live_transcript_prints_new_and_edited_messages(
+    workspace: SandboxWorkspace, client: AsyncWebClient
+) -> None:
+    out = io.StringIO()
+    transcript = LiveTranscript(workspace, out)
+    plan = await client.chat_postMessage(
+        channel=INCIDENTS.id, blocks=PLAN["blocks"], text=PLAN["text"]
+    )
+    fields = [{"type": "mrkdwn", "text": "*Backup*\npre-deploy.dump"}]
+    await client.chat_postMessage(
+        channel=ALICE.id, text="*You* asked", blocks=[{"type": "section", "fields": fields}]
+    )
+    assert transcript.flush() == 2
+    first = out.getvalue()
+    assert re.search(
+        r"^\[\d\d:\d\d:\d\d\] #incidents · rollback-bot\n    Rollback production", first
+    )
+    assert re.search(r"\n    Backup +pre-deploy\.dump\n", first)  # no markup
+    # A field written as label and value on two lines is shown as one.
+    assert "] direct message to alice · rollback-bot\n    Backup: pre-deploy.dump\n" in first
+
+    await client.chat_update(
+        channel=INCIDENTS.id, ts=plan["ts"], blocks=PLAN["blocks"][:-1], text="approved"
+    )
+    await client.chat_postMessage(channel=INCIDENTS.id, thread_ts=plan["ts"], text="report")
+    assert transcript.flush() == 2
+    edited, reply = out.getvalue()[len(first) :].split("\n\n")[:2]
+    assert edited.splitlines()[0].endswith("] #incidents · rollback-bot (edited)")
+    assert edited.splitlines()[1:] == [
+        "    Rollback production",
+        "    ┆ 7 lines as before",
+        "    ┆ removed: [ Approve ] [ Reject ]",
+    ]
+    assert reply.endswith("] #incidents · rollback-bot (in thread)\n    report")
+
+    # An edit nobody could see (same text and blocks) prints nothing.
+    await client.chat_update(
+        channel=INCIDENTS.id, ts=plan["ts"], blocks=PLAN["blocks"][:-1], text="approved"
+    )
+    assert transcript.flush() == 0
