@@ -68,9 +68,16 @@ class BackgroundTasks:
             task.cancel()
         await asyncio.gather(*self._service_tasks, return_exceptions=True)
         self._service_tasks.clear()
-        if self._critical:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace_seconds
+        # Work answering a click may be about to start a rollback: let it, briefly.
+        answering = self._tasks - self._critical
+        if answering:
+            await asyncio.wait(answering, timeout=2.0)
+        # Then every running rollback, including one started meanwhile, may finish.
+        while self._critical and loop.time() < deadline:
             log.info("waiting for %d running rollback(s) to finish", len(self._critical))
-            await asyncio.wait(set(self._critical), timeout=self.grace_seconds)
+            await asyncio.wait(set(self._critical), timeout=deadline - loop.time())
         # Let the reports of finished rollbacks go out, briefly, then stop the rest.
         others = set(self._tasks)
         if others:
