@@ -23,7 +23,8 @@ def notice_text(view: RunView, notice: Notice, *, link: str | None) -> str:
         state = (run.result or {}).get("environment_state") or ""
         text = f"🏁 The rollback of {env} ended: *{STATUS_LABELS[run.status]}*."
         if state:
-            text += f" {escape(str(state)[:500])}"
+            sentence = str(state)[:500]
+            text += f" {escape(sentence)}" + ("" if sentence.endswith((".", "!", "?")) else ".")
     if link:
         text += f" <{link}|Open the rollback thread>"
     return text
