@@ -20,12 +20,10 @@ from services import backups as catalogue
 from services import humanize
 from services.environments import Environment
 from services.errors import BackupError, ConfigError, RollbackError, UnknownEnvironment
+from services.undo import expire_old_databases, undo_rollback, undoable_run
 from services.workflow import (
-    expire_old_databases,
     plan_rollback,
     rollback_database,
-    undo_rollback,
-    undoable_run,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -29,14 +29,13 @@ from services.events import EventKind, StepEvent
 from services.notifications import Notice, Notifier, notify_contacts
 from services.run_store import RunRecord
 from services.run_view import load_run_view
+from services.undo import expire_old_databases, undo_rollback
 from services.workflow import (
     Preparation,
     RollbackPlan,
     discard_preparation,
     execute_rollback,
-    expire_old_databases,
     prepare_rollback,
-    undo_rollback,
 )
 
 log = logging.getLogger(__name__)

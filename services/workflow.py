@@ -29,7 +29,7 @@ from services.errors import (
 from services.events import EventKind, Listener, Step, StepEvent
 from services.health import HealthReport, run_health_checks
 from services.pgtools import with_database
-from services.run_store import ACTIVE, RunRecord, RunStatus
+from services.run_store import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ async def _choose_strategy(
     return Strategy.SWAP, f"swap: {room.reason}", False
 
 
-class _Recorder:
+class StepRecorder:
     """Persists each step in the run store before it runs, then tells the listener."""
 
     def __init__(self, services: Services, run_id: str, listener: Listener) -> None:
@@ -235,10 +235,10 @@ def _names(containers: Sequence[Container]) -> str:
     return shown + (f" and {len(containers) - 5} more" if len(containers) > 5 else "")
 
 
-class _Execution:
+class Execution:
     """The destructive part of one run, with what it changed so far (for compensation)."""
 
-    def __init__(self, services: Services, plan: RollbackPlan, recorder: _Recorder) -> None:
+    def __init__(self, services: Services, plan: RollbackPlan, recorder: StepRecorder) -> None:
         self.services = services
         self.plan = plan
         self.env = plan.environment
@@ -430,7 +430,7 @@ async def prepare_rollback(
     """
     if plan.strategy is not Strategy.SWAP:
         return Preparation(None, note=plan.strategy_note)
-    recorder = _Recorder(services, run_id, listener)
+    recorder = StepRecorder(services, run_id, listener)
     target = target_for(services, plan.environment)
     names = swap.SwapNames.for_run(target.name, run_id)
     try:
@@ -483,8 +483,8 @@ async def execute_rollback(
     """
     if preparation is None:
         preparation = await prepare_rollback(services, plan, run_id=run_id, listener=listener)
-    recorder = _Recorder(services, run_id, listener)
-    run = _Execution(services, plan, recorder)
+    recorder = StepRecorder(services, run_id, listener)
+    run = Execution(services, plan, recorder)
     result = RollbackResult(run_id=run_id, ok=False, strategy=plan.strategy.value)
     names = preparation.names
     if names is None:
@@ -513,10 +513,10 @@ async def execute_rollback(
                     notes = "; ".join(
                         n for n in (notes, "database unchanged: nothing was renamed") if n
                     )
-            state = await asyncio.shield(_describe_state(run))
+            state = await asyncio.shield(describe_state(run))
             result.environment_state = "; ".join(p for p in (notes, state) if p)
-            _collect(result, recorder, run)
-            await asyncio.shield(_finish(services, run_id, result))
+            collect_result(result, recorder, run)
+            await asyncio.shield(finish_run(services, run_id, result))
             if interrupted:
                 raise
             return result
@@ -533,7 +533,7 @@ async def execute_rollback(
             if names is not None:
                 # The old database is intact and a rename away: go back by ourselves.
                 notes = await run.undo_swap(names)
-                state = await _describe_state(run)
+                state = await describe_state(run)
                 result.environment_state = "; ".join(p for p in (notes, state) if p)
             else:
                 # In place, going back is another full restore: the responders decide
@@ -547,21 +547,21 @@ async def execute_rollback(
             await run.analyze()
         elif names is not None and result.ok:
             await _archive_old(run, names, result)
-        _collect(result, recorder, run)
-        await _finish(services, run_id, result)
+        collect_result(result, recorder, run)
+        await finish_run(services, run_id, result)
         return result
     finally:
         await asyncio.shield(services.store.release(lock, run_id))
 
 
-async def _drop_quietly(run: _Execution, name: str) -> None:
+async def _drop_quietly(run: Execution, name: str) -> None:
     try:
         await swap.drop_database(run.target, name)
     except RollbackError:
         log.warning("could not drop %s", name, exc_info=True)
 
 
-async def _archive_old(run: _Execution, names: swap.SwapNames, result: RollbackResult) -> None:
+async def _archive_old(run: Execution, names: swap.SwapNames, result: RollbackResult) -> None:
     """Dump the old database beside the backups, so nothing is lost when it is dropped."""
     result.old_database = names.old
     result.keep_old_until = datetime.now(UTC) + timedelta(hours=run.env.keep_old_database_hours)
@@ -575,12 +575,12 @@ async def _archive_old(run: _Execution, names: swap.SwapNames, result: RollbackR
         log.warning("dumping the old database failed: %s", error)
 
 
-def _collect(result: RollbackResult, recorder: _Recorder, run: _Execution) -> None:
+def collect_result(result: RollbackResult, recorder: StepRecorder, run: Execution) -> None:
     result.steps, result.safety_backup, result.health = recorder.steps, run.safety, run.health
     result.database_unavailable_seconds = run.database_unavailable_seconds
 
 
-async def _describe_state(run: _Execution) -> str:
+async def describe_state(run: Execution) -> str:
     try:
         containers = await run.services.runtime.containers(run.env.compose_project)
     except RollbackError as error:
@@ -591,7 +591,7 @@ async def _describe_state(run: _Execution) -> str:
     return f"{run.env.name}: all {len(containers)} containers running"
 
 
-async def _finish(services: Services, run_id: str, result: RollbackResult) -> None:
+async def finish_run(services: Services, run_id: str, result: RollbackResult) -> None:
     status = RunStatus.SUCCEEDED if result.ok else RunStatus.FAILED
     await services.store.update(run_id, status=status, result=result.summary())
     await services.store.append_event(
@@ -617,142 +617,3 @@ async def rollback_database(
         strategy=plan.strategy.value,
     )
     return await execute_rollback(services, plan, run_id=run.id, listener=listener)
-
-
-async def undoable_run(services: Services, environment_name: str) -> RunRecord | None:
-    """The environment's last rollback, if it was a swap whose old database is still kept."""
-    for run in await services.store.recent_runs(environment_name, 20):
-        if run.kind == "undo" and run.status is RunStatus.SUCCEEDED:
-            return None  # already undone
-        if run.kind != "database" or run.status is not RunStatus.SUCCEEDED:
-            continue
-        result = run.result or {}
-        if result.get("old_database") and not result.get("old_database_dropped"):
-            return run
-        return None
-    return None
-
-
-async def undo_rollback(
-    services: Services, environment_name: str, *, requested_by: str, listener: Listener
-) -> RollbackResult:
-    """Swap the pre-rollback database back: stop, two renames, start, health."""
-    environment = services.environment(environment_name)
-    original = await undoable_run(services, environment.name)
-    target = target_for(services, environment)
-    if original is None or original.result is None:
-        raise RollbackError(
-            f"Nothing to undo for {environment.name}: its last rollback kept no old database "
-            "(in-place rollbacks are undone by rolling back to their safety backup)."
-        )
-    old = str(original.result["old_database"])
-    if not await swap.database_exists(target, old):
-        raise RollbackError(f"The old database {old} of run {original.id} no longer exists.")
-    await services.runtime.ping()
-    run_record = await services.store.create_run(
-        environment=environment.name,
-        kind="undo",
-        requested_by=requested_by,
-        status=RunStatus.RUNNING,
-        plan={"undo_of": original.id, "old_database": old},
-        strategy=Strategy.SWAP.value,
-    )
-    run_id = run_record.id
-    names = swap.SwapNames(
-        target.name, f"{target.name[:40]}__rb_undone_{run_id.replace('-', '_')}", old
-    )
-    plan = await _undo_plan(services, environment, original)
-    recorder = _Recorder(services, run_id, listener)
-    run = _Execution(services, plan, recorder)
-    result = RollbackResult(run_id=run_id, ok=False, strategy=Strategy.SWAP.value)
-    lock = await services.store.hold(run_id)
-    try:
-        try:
-            await run.stop()
-            async with recorder.step(Step.SWAP_BACK) as record:
-                run.database_unavailable_seconds = await swap.swap_back(
-                    target, names, names.staging
-                )
-                record.message = (
-                    f"{names.live} holds the pre-rollback data again; the rolled-back one is "
-                    f"kept as {names.staging}"
-                )
-            await run.start()
-            await run.check_health()
-            if run.down_since is not None:
-                result.downtime_seconds = time.monotonic() - run.down_since
-            result.ok = True
-            result.old_database = names.staging
-            result.keep_old_until = datetime.now(UTC) + timedelta(
-                hours=environment.keep_old_database_hours
-            )
-            await services.store.update(
-                original.id, result={**original.result, "undone_by": run_id}
-            )
-        except (RollbackError, OSError) as failure:
-            result.error = str(failure)
-        restarted = await run.restart_stopped()
-        state = await _describe_state(run)
-        verdict = (
-            f"{environment.name} is back on its pre-rollback data" if result.ok else "undo failed"
-        )
-        result.environment_state = "; ".join(p for p in (verdict, restarted, state) if p)
-        _collect(result, recorder, run)
-        await _finish(services, run_id, result)
-        return result
-    finally:
-        await asyncio.shield(services.store.release(lock, run_id))
-
-
-async def _undo_plan(
-    services: Services, environment: Environment, original: RunRecord
-) -> RollbackPlan:
-    """A plan-shaped description of the undo, for the shared execution steps."""
-    containers = await services.runtime.containers(environment.compose_project)
-    now = datetime.now(UTC)
-    backup_name = original.backup_name or "the backup"
-    return RollbackPlan(
-        environment=environment,
-        backup=Backup(backup_name, environment.backups_dir / backup_name, 0, now),
-        archive=catalogue.ArchiveContents("", 0, ()),
-        containers=tuple(containers),
-        safety_backup=environment.backups_dir / database.safety_backup_name(now),
-        planned_at=now,
-        strategy=Strategy.SWAP,
-        strategy_note="undo of a swap",
-    )
-
-
-async def expire_old_databases(services: Services) -> list[str]:
-    """Drop the old databases kept past their time (their dump is in the backups folder),
-    and staging databases whose run is over (left by a process that stopped)."""
-    dropped: list[str] = []
-    now = datetime.now(UTC)
-    for environment in services.environments.values():
-        target = target_for(services, environment)
-        for staging, run_id in await swap.staging_databases(target):
-            try:
-                owner = await services.store.get(run_id)
-            except RollbackError:
-                continue  # not ours to judge
-            if owner.status not in ACTIVE:
-                await swap.drop_database(target, staging)
-                dropped.append(staging)
-        for run in await services.store.recent_runs(environment.name, 50):
-            result = run.result or {}
-            name, until = result.get("old_database"), result.get("keep_old_until")
-            if not name or not until or result.get("old_database_dropped"):
-                continue
-            if datetime.fromisoformat(until) > now:
-                continue
-            if not result.get("safety_backup") and await swap.database_exists(target, name):
-                old = DatabaseTarget(with_database(target.url, name), services.tools)
-                dump = await database.dump_database(
-                    old, environment.backups_dir / database.safety_backup_name(now)
-                )
-                result = {**result, "safety_backup": str(dump.path)}
-            await swap.drop_database(target, name)
-            await services.store.update(run.id, result={**result, "old_database_dropped": True})
-            await services.store.append_event(run.id, "old_database_dropped", detail={"name": name})
-            dropped.append(name)
-    return dropped

@@ -22,13 +22,13 @@ from services.environments import HttpCheck, Strategy
 from services.events import Step, StepEvent
 from services.pgtools import with_database
 from services.run_store import RunStatus
+from services.undo import undo_rollback
 from services.workflow import (
     discard_preparation,
     execute_rollback,
     plan_rollback,
     prepare_rollback,
     rollback_database,
-    undo_rollback,
 )
 from tests.conftest import Stage
 from tests.services.conftest import change_after_backup, container_states
