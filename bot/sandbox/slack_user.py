@@ -1,14 +1,17 @@
-"""The Slack platform's side of a conversation with the bot: signed requests to its URL.
+"""The Slack platform's side of a conversation with the bot: what a person's actions send.
 
 A :class:`SlackUser` sends what Slack would send when a person in the
 :class:`~bot.sandbox.workspace.SandboxWorkspace` types a slash command or clicks a
-button, signed with the app's signing secret (or a forged one, or a stale timestamp).
+button, as signed HTTP requests to the app's request URL, signed with the app's signing
+secret (or a forged one, or a stale timestamp). A :class:`SocketModeUser` sends the same
+payloads as envelopes over the app's Socket Mode connection.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -20,6 +23,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot.sandbox.blocks import iter_elements
 from bot.sandbox.models import JsonDict, Message
+from bot.sandbox.socket_mode import ACK_TIMEOUT, Envelope
 from bot.sandbox.workspace import SandboxWorkspace
 
 FORM = "application/x-www-form-urlencoded"
@@ -39,65 +43,59 @@ class Delivery:
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
 
+    @property
+    def acked(self) -> bool:
+        """Answered 200 within Slack's 3 seconds (else the person sees a timeout)."""
+        return self.status == 200 and self.elapsed <= ACK_TIMEOUT
 
-class SlackUser:
-    """Sends slash commands and interactions to the bot, as Slack does.
 
-    Use as ``async with SlackUser(ws, request_url, signing_secret) as slack:``; it owns
-    its aiohttp session unless one is passed in.
-    """
+@dataclass(frozen=True)
+class SocketDelivery:
+    """What the app answered to one envelope sent over Socket Mode, and the URLs in it."""
 
-    def __init__(
-        self,
-        workspace: SandboxWorkspace,
-        request_url: str,
-        signing_secret: str,
-        *,
-        session: aiohttp.ClientSession | None = None,
-        verification_token: str = "sandbox-verification-token",
-        timeout: float = 10.0,
-    ) -> None:
+    envelope_id: str
+    acked: bool
+    """Acknowledged within the workspace's ack timeout (Slack: 3 s)."""
+    elapsed: float
+    """Seconds until the ack, or until Slack gave up waiting."""
+    ack_payload: JsonDict | None = None
+    error: str | None = None
+    response_url: str | None = None
+    trigger_id: str | None = None
+
+    @classmethod
+    def of(
+        cls, envelope: Envelope, response_url: str | None, trigger_id: str | None
+    ) -> SocketDelivery:
+        waited = envelope.latency if envelope.acked else None
+        return cls(
+            envelope_id=envelope.envelope_id,
+            acked=envelope.acked,
+            elapsed=waited if waited is not None else time.time() - envelope.sent_at,
+            ack_payload=envelope.ack_payload,
+            error=envelope.error,
+            response_url=response_url,
+            trigger_id=trigger_id,
+        )
+
+    def json(self) -> Any:
+        return self.ack_payload
+
+
+class _PlatformSide:
+    """What Slack sends when a person acts, whatever carries it: the payload builders."""
+
+    def __init__(self, workspace: SandboxWorkspace, verification_token: str) -> None:
         self.workspace = workspace
-        self.request_url = request_url
-        self.signing_secret = signing_secret
         self.verification_token = verification_token
-        self.timeout = timeout
-        self._session = session
-        self._owns_session = session is None
         # What each person has ticked in each message, as a Slack client would keep it.
         self._checkboxes: dict[tuple[str, str, str, str], list[JsonDict]] = {}
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None and self._owns_session:
-            await session.close()
-
-    # ------------------------------------------------------------------ commands
-
-    async def send_command(
-        self,
-        user_id: str,
-        channel_id: str,
-        command: str,
-        text: str = "",
-        *,
-        retry_num: int | None = None,
-        retry_reason: str | None = None,
-        signing_secret: str | None = None,
-        timestamp: float | None = None,
-    ) -> Delivery:
-        """Type ``command text`` in ``channel_id`` as ``user_id``."""
+    def _command(
+        self, user_id: str, channel_id: str, command: str, text: str
+    ) -> tuple[dict[str, str], str, str]:
+        """The slash command's fields (the HTTP form body, the Socket Mode payload), its
+        response_url and trigger_id."""
         ws = self.workspace
         user = ws.users[user_id]
         response_url = ws.issue_response_url(channel=channel_id, user=user_id)
@@ -120,31 +118,17 @@ class SlackUser:
             "trigger_id": trigger_id,
         }
         ws.record_user_action(user_id, channel_id, "command", f"{command} {text}".rstrip())
-        delivery = await self.post_signed(
-            urlencode(fields),
-            retry_num=retry_num,
-            retry_reason=retry_reason,
-            signing_secret=signing_secret,
-            timestamp=timestamp,
-        )
-        return _with_urls(delivery, response_url, trigger_id)
+        return fields, response_url, trigger_id
 
-    # ------------------------------------------------------------------ interactions
-
-    async def click(
+    def _click(
         self,
         user_id: str,
         message: Message,
         action_id: str,
-        *,
-        value: str | None = None,
-        block_id: str | None = None,
-        retry_num: int | None = None,
-        retry_reason: str | None = None,
-        signing_secret: str | None = None,
-        timestamp: float | None = None,
-    ) -> Delivery:
-        """Click the button ``action_id`` in ``message`` (``value`` overrides the button's)."""
+        value: str | None,
+        block_id: str | None,
+    ) -> tuple[JsonDict, str, str]:
+        """The block_actions payload of a button click, its response_url and trigger_id."""
         block, element = _find_element(message, action_id, block_id, "button")
         action: JsonDict = {
             "type": "button",
@@ -159,31 +143,17 @@ class SlackUser:
         if "style" in element:
             action["style"] = element["style"]
         label = (element.get("text") or {}).get("text", action_id)
-        return await self._send_block_action(
-            user_id,
-            message,
-            action,
-            summary=f"[ {label} ]",
-            retry_num=retry_num,
-            retry_reason=retry_reason,
-            signing_secret=signing_secret,
-            timestamp=timestamp,
-        )
+        return self._block_actions(user_id, message, action, summary=f"[ {label} ]")
 
-    async def select_checkboxes(
+    def _tick(
         self,
         user_id: str,
         message: Message,
         action_id: str,
         selected: Sequence[str],
-        *,
-        block_id: str | None = None,
-        retry_num: int | None = None,
-        retry_reason: str | None = None,
-        signing_secret: str | None = None,
-        timestamp: float | None = None,
-    ) -> Delivery:
-        """Leave exactly the options whose values are in ``selected`` ticked."""
+        block_id: str | None,
+    ) -> tuple[JsonDict, str, str]:
+        """The block_actions payload of (un)ticking checkboxes, its URLs."""
         block, element = _find_element(message, action_id, block_id, "checkboxes")
         options = [o for o in element.get("options") or [] if o.get("value") in selected]
         missing = set(selected) - {str(o.get("value")) for o in options}
@@ -199,29 +169,11 @@ class SlackUser:
             "action_ts": f"{time.time():.6f}",
         }
         ticked = ", ".join(str((o.get("text") or {}).get("text", "")) for o in options)
-        return await self._send_block_action(
-            user_id,
-            message,
-            action,
-            summary=f"ticked [{ticked}]",
-            retry_num=retry_num,
-            retry_reason=retry_reason,
-            signing_secret=signing_secret,
-            timestamp=timestamp,
-        )
+        return self._block_actions(user_id, message, action, summary=f"ticked [{ticked}]")
 
-    async def _send_block_action(
-        self,
-        user_id: str,
-        message: Message,
-        action: JsonDict,
-        *,
-        summary: str,
-        retry_num: int | None,
-        retry_reason: str | None,
-        signing_secret: str | None,
-        timestamp: float | None,
-    ) -> Delivery:
+    def _block_actions(
+        self, user_id: str, message: Message, action: JsonDict, *, summary: str
+    ) -> tuple[JsonDict, str, str]:
         ws = self.workspace
         user = ws.users[user_id]
         response_url = ws.issue_response_url(
@@ -260,14 +212,7 @@ class SlackUser:
             # Slack leaves the message out of payloads from ephemeral messages.
             payload["message"] = message.to_api(ws.team_id)
         ws.record_user_action(user_id, message.channel, action["type"], summary)
-        delivery = await self.send_interaction(
-            payload,
-            retry_num=retry_num,
-            retry_reason=retry_reason,
-            signing_secret=signing_secret,
-            timestamp=timestamp,
-        )
-        return _with_urls(delivery, response_url, trigger_id)
+        return payload, response_url, trigger_id
 
     def _state_values(self, user_id: str, message: Message) -> JsonDict:
         values: JsonDict = {}
@@ -282,6 +227,148 @@ class SlackUser:
                     "selected_options": selected,
                 }
         return values
+
+
+class SlackUser(_PlatformSide):
+    """Sends slash commands and interactions to the bot, as Slack does.
+
+    Use as ``async with SlackUser(ws, request_url, signing_secret) as slack:``; it owns
+    its aiohttp session unless one is passed in.
+    """
+
+    def __init__(
+        self,
+        workspace: SandboxWorkspace,
+        request_url: str,
+        signing_secret: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        verification_token: str = "sandbox-verification-token",
+        timeout: float = 10.0,
+    ) -> None:
+        super().__init__(workspace, verification_token)
+        self.request_url = request_url
+        self.signing_secret = signing_secret
+        self.timeout = timeout
+        self._session = session
+        self._owns_session = session is None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+    # ------------------------------------------------------------------ commands
+
+    async def send_command(
+        self,
+        user_id: str,
+        channel_id: str,
+        command: str,
+        text: str = "",
+        *,
+        retry_num: int | None = None,
+        retry_reason: str | None = None,
+        signing_secret: str | None = None,
+        timestamp: float | None = None,
+    ) -> Delivery:
+        """Type ``command text`` in ``channel_id`` as ``user_id``."""
+        fields, response_url, trigger_id = self._command(user_id, channel_id, command, text)
+        delivery = await self.post_signed(
+            urlencode(fields),
+            retry_num=retry_num,
+            retry_reason=retry_reason,
+            signing_secret=signing_secret,
+            timestamp=timestamp,
+        )
+        return _with_urls(delivery, response_url, trigger_id)
+
+    # ------------------------------------------------------------------ interactions
+
+    async def click(
+        self,
+        user_id: str,
+        message: Message,
+        action_id: str,
+        *,
+        value: str | None = None,
+        block_id: str | None = None,
+        retry_num: int | None = None,
+        retry_reason: str | None = None,
+        signing_secret: str | None = None,
+        timestamp: float | None = None,
+    ) -> Delivery:
+        """Click the button ``action_id`` in ``message`` (``value`` overrides the button's)."""
+        payload, response_url, trigger_id = self._click(
+            user_id, message, action_id, value, block_id
+        )
+        return await self._send_block_action(
+            payload,
+            response_url,
+            trigger_id,
+            retry_num=retry_num,
+            retry_reason=retry_reason,
+            signing_secret=signing_secret,
+            timestamp=timestamp,
+        )
+
+    async def select_checkboxes(
+        self,
+        user_id: str,
+        message: Message,
+        action_id: str,
+        selected: Sequence[str],
+        *,
+        block_id: str | None = None,
+        retry_num: int | None = None,
+        retry_reason: str | None = None,
+        signing_secret: str | None = None,
+        timestamp: float | None = None,
+    ) -> Delivery:
+        """Leave exactly the options whose values are in ``selected`` ticked."""
+        payload, response_url, trigger_id = self._tick(
+            user_id, message, action_id, selected, block_id
+        )
+        return await self._send_block_action(
+            payload,
+            response_url,
+            trigger_id,
+            retry_num=retry_num,
+            retry_reason=retry_reason,
+            signing_secret=signing_secret,
+            timestamp=timestamp,
+        )
+
+    async def _send_block_action(
+        self,
+        payload: JsonDict,
+        response_url: str,
+        trigger_id: str,
+        *,
+        retry_num: int | None,
+        retry_reason: str | None,
+        signing_secret: str | None,
+        timestamp: float | None,
+    ) -> Delivery:
+        delivery = await self.send_interaction(
+            payload,
+            retry_num=retry_num,
+            retry_reason=retry_reason,
+            signing_secret=signing_secret,
+            timestamp=timestamp,
+        )
+        return _with_urls(delivery, response_url, trigger_id)
 
     async def send_interaction(
         self,
@@ -346,6 +433,125 @@ class SlackUser:
                 elapsed=elapsed,
                 headers=dict(response.headers),
             )
+
+
+class SocketModeUser(_PlatformSide):
+    """Sends the same commands and interactions as :class:`SlackUser`, as envelopes over
+    the app's Socket Mode connection to the workspace (``workspace.socket_mode``).
+
+    Each call waits for the app's ack, or for Slack's 3 s to pass; the envelope, ack and
+    latency are also kept in ``workspace.socket_mode.envelopes``.
+    """
+
+    def __init__(
+        self,
+        workspace: SandboxWorkspace,
+        *,
+        verification_token: str = "sandbox-verification-token",
+    ) -> None:
+        super().__init__(workspace, verification_token)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    async def send_command(
+        self, user_id: str, channel_id: str, command: str, text: str = ""
+    ) -> SocketDelivery:
+        """Type ``command text`` in ``channel_id`` as ``user_id``."""
+        fields, response_url, trigger_id = self._command(user_id, channel_id, command, text)
+        envelope = await self.workspace.socket_mode.deliver(
+            "slash_commands", dict(fields), accepts_response_payload=True
+        )
+        return SocketDelivery.of(envelope, response_url, trigger_id)
+
+    async def click(
+        self,
+        user_id: str,
+        message: Message,
+        action_id: str,
+        *,
+        value: str | None = None,
+        block_id: str | None = None,
+    ) -> SocketDelivery:
+        """Click the button ``action_id`` in ``message`` (``value`` overrides the button's)."""
+        payload, response_url, trigger_id = self._click(
+            user_id, message, action_id, value, block_id
+        )
+        return await self._send(payload, response_url, trigger_id)
+
+    async def select_checkboxes(
+        self,
+        user_id: str,
+        message: Message,
+        action_id: str,
+        selected: Sequence[str],
+        *,
+        block_id: str | None = None,
+    ) -> SocketDelivery:
+        """Leave exactly the options whose values are in ``selected`` ticked."""
+        payload, response_url, trigger_id = self._tick(
+            user_id, message, action_id, selected, block_id
+        )
+        return await self._send(payload, response_url, trigger_id)
+
+    async def send_interaction(self, payload: JsonDict) -> SocketDelivery:
+        """Send any interaction payload (``view_submission``…) as an ``interactive`` envelope."""
+        return await self._send(payload, None, None)
+
+    async def send_event(
+        self, event: JsonDict, *, retry_attempt: int = 0, retry_reason: str = ""
+    ) -> SocketDelivery:
+        """Send an Events API ``event`` (``{"type": "app_mention", ...}``) wrapped in its
+        ``event_callback``, as an ``events_api`` envelope."""
+        ws = self.workspace
+        now = time.time()
+        event = {"event_ts": f"{now:.6f}", **event}
+        payload: JsonDict = {
+            "token": self.verification_token,
+            "team_id": ws.team_id,
+            "api_app_id": ws.app_id,
+            "event": event,
+            "type": "event_callback",
+            "event_id": f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(now),
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": ws.team_id,
+                    "user_id": ws.bot_user_id,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+        }
+        envelope = await ws.socket_mode.deliver(
+            "events_api",
+            payload,
+            accepts_response_payload=False,
+            retry_attempt=retry_attempt,
+            retry_reason=retry_reason,
+        )
+        return SocketDelivery.of(envelope, None, None)
+
+    async def _send(
+        self, payload: JsonDict, response_url: str | None, trigger_id: str | None
+    ) -> SocketDelivery:
+        # Only these interactions can be answered in the ack (view_submission's
+        # response_action, block_suggestion's options); block_actions cannot.
+        accepts = payload.get("type") in ("view_submission", "block_suggestion")
+        envelope = await self.workspace.socket_mode.deliver(
+            "interactive", payload, accepts_response_payload=accepts
+        )
+        return SocketDelivery.of(envelope, response_url, trigger_id)
 
 
 def _with_urls(delivery: Delivery, response_url: str, trigger_id: str) -> Delivery:

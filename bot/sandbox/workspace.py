@@ -42,11 +42,14 @@ from bot.sandbox.models import (
     UserGroup,
 )
 from bot.sandbox.ratelimit import DEFAULT_RATE_LIMITS, RateLimit, RateLimiter
+from bot.sandbox.socket_mode import SocketModeServer
 
 T = TypeVar("T")
 
 MAX_TEXT_LENGTH = 40_000
 BOT_SCOPES = "commands,chat:write,chat:write.public,im:write,users:read,usergroups:read"
+APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+"""Methods called with the app-level token (``xapp-``) instead of the bot token."""
 _REDACTED = "(redacted)"
 
 
@@ -96,6 +99,7 @@ class SandboxWorkspace:
         self,
         *,
         bot_token: str,
+        app_token: str | None = None,
         users: Iterable[User] = (),
         usergroups: Iterable[UserGroup] = (),
         channels: Iterable[Channel] = (),
@@ -113,8 +117,11 @@ class SandboxWorkspace:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        """``rate_limits`` overrides :data:`DEFAULT_RATE_LIMITS` per method (``None`` lifts one)."""
+        """``rate_limits`` overrides :data:`DEFAULT_RATE_LIMITS` per method (``None`` lifts one);
+        with an ``app_token`` (``xapp-…``) the app can connect in Socket Mode
+        (:attr:`socket_mode`)."""
         self.bot_token = bot_token
+        self.app_token = app_token
         self.team_id = team_id
         self.team_name = team_name
         self.team_domain = team_domain
@@ -160,7 +167,9 @@ class SandboxWorkspace:
         self._ids = itertools.count(1)
         self._changed: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
+        self.socket_mode = SocketModeServer(self)
         self._methods: dict[str, Callable[[JsonDict], JsonDict]] = {
+            "apps.connections.open": self.socket_mode.connections_open,
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
@@ -197,6 +206,7 @@ class SandboxWorkspace:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/response/{id}", self._handle_response_url)
+        self.socket_mode.add_routes(app.router)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
@@ -211,6 +221,7 @@ class SandboxWorkspace:
     async def close(self) -> None:
         runner, self._runner = self._runner, None
         if runner is not None:
+            await self.socket_mode.close_connections()
             await runner.cleanup()
 
     @property
@@ -387,8 +398,12 @@ class SandboxWorkspace:
             return 200, {"ok": False, "error": "unknown_method"}, {}
         if not token:
             return 200, {"ok": False, "error": "not_authed"}, {}
-        if token != self.bot_token:
-            return 200, {"ok": False, "error": "invalid_auth"}, {}
+        expected = self.app_token if method in APP_TOKEN_METHODS else self.bot_token
+        if token != expected:
+            # The other kind of token is a valid token, just not for this method.
+            wrong_kind = token in (self.app_token, self.bot_token)
+            error = "not_allowed_token_type" if wrong_kind else "invalid_auth"
+            return 200, {"ok": False, "error": error}, {}
         channel = params.get("channel")
         retry_after = self.rate_limiter.check(method, channel if isinstance(channel, str) else None)
         if retry_after is not None:
