@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -137,6 +138,23 @@ async def listening(app: AsyncApp, *, host: str, port: int) -> AsyncIterator[str
         await runner.cleanup()
 
 
+async def check_tokens(client: AsyncWebClient, settings: Settings) -> None:
+    """A wrong token stops start-up with one clear line (slack_sdk would retry forever)."""
+    problems = []
+    try:
+        await client.auth_test()
+    except SlackApiError as error:
+        problems.append(f"SLACK_BOT_TOKEN: Slack refused it ({error.response.get('error')})")
+    if settings.slack_app_token is not None:
+        token = settings.slack_app_token.get_secret_value()
+        try:
+            await client.apps_connections_open(app_token=token)
+        except SlackApiError as error:
+            problems.append(f"SLACK_APP_TOKEN: Slack refused it ({error.response.get('error')})")
+    if problems:
+        raise ConfigError(problems)
+
+
 async def serve(
     settings: Settings,
     environments: Mapping[str, Environment],
@@ -151,6 +169,7 @@ async def serve(
                 "run %s of %s was interrupted during %s", run.id, run.environment, run.current_step
             )
         async with running_app(settings, services, options=options) as app:
+            await check_tokens(app.client, settings)
             if settings.slack_app_token is not None:
                 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 

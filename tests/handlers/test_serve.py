@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 from pydantic import SecretStr
 
 from bot.app import serve
 from bot.sandbox import SandboxWorkspace, SlackUser, render_message
 from bot.settings import Settings
 from bot.throwaway_postgres import ThrowawayPostgres
+from services.errors import ConfigError
 from tests.handlers.conftest import ALICE, BOT_TOKEN, INCIDENTS, SIGNING_SECRET
 from tests.services.conftest import Stage
 
@@ -51,3 +53,31 @@ async def test_serve_answers_signed_requests_over_http(stage: Stage, pg: Throwaw
         assert any("/rollback backups" in line for line in seen)
         with socket.socket() as probe:  # the port was released
             probe.bind(("0.0.0.0", port))
+
+
+async def test_serve_stops_at_start_up_on_tokens_slack_refuses(
+    stage: Stage, pg: ThrowawayPostgres
+) -> None:
+    async with SandboxWorkspace(
+        bot_token=BOT_TOKEN, app_token="xapp-right", users=[ALICE], channels=[INCIDENTS]
+    ) as workspace:
+        settings = Settings(
+            database_url=SecretStr(pg.superuser_dsn("rollback_bot_store")),
+            pg_bin=str(pg.bin_dir),
+            slack_bot_token=SecretStr("xoxb-wrong"),
+            slack_signing_secret=SecretStr(SIGNING_SECRET),
+            slack_app_token=SecretStr("xapp-wrong"),
+            slack_api_url=workspace.base_url,
+            port=free_port(),
+        )
+
+        async def never_reached() -> None:
+            raise AssertionError("serve started with tokens Slack refuses")
+
+        with pytest.raises(ConfigError) as refused:
+            await serve(settings, {stage.environment.name: stage.environment}, stop=never_reached)
+    assert refused.value.problems == [
+        "SLACK_BOT_TOKEN: Slack refused it (invalid_auth)",
+        "SLACK_APP_TOKEN: Slack refused it (invalid_auth)",
+    ]
+    assert "xoxb-wrong" not in str(refused.value)
