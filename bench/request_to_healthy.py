@@ -12,31 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
-import uuid
-from contextlib import AsyncExitStack
 from pathlib import Path
 
-import aiodocker
-import aiohttp
-import asyncpg
 from pydantic import SecretStr
 
-from bench.sandbox_bot import running_bot
+from bench.sandbox_bot import bench_stage, running_bot
 from bot.demo_environment import (
     ServiceSpec,
-    build_demo_image,
-    create_compose_project,
-    remove_compose_project,
-    seed_demo_database,
 )
 from bot.sandbox import Channel, User, UserGroup
-from bot.throwaway_postgres import ThrowawayPostgres
 from handlers.ids import ActionId
 from services.bundle import Services
-from services.containers import DockerRuntime
-from services.database import DatabaseTarget, dump_database
 from services.environments import (
     ApprovalPolicy,
     Environment,
@@ -44,8 +31,7 @@ from services.environments import (
     HttpCheck,
     Strategy,
 )
-from services.pgtools import PgTools, mask_password
-from services.run_store import RunStore, migrate
+from services.pgtools import mask_password
 
 ROWS = int(os.environ.get("BENCH_ROWS", "4150000"))
 WAIT = float(os.environ.get("BENCH_WAIT", "30"))
@@ -103,35 +89,15 @@ async def one(
 
 
 async def main() -> None:
-    async with AsyncExitStack() as stack:
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        pg = await stack.enter_async_context(ThrowawayPostgres())
-        await pg.create_database("shop")
-        await pg.create_database("store")
-        dsn = pg.superuser_dsn("shop")
-        tools = PgTools(pg.bin_dir)
-        print(f"seeding {ROWS} rows …", flush=True)
-        await seed_demo_database(dsn, rows=ROWS)
-        connection = await asyncpg.connect(dsn)
-        size = await connection.fetchval("SELECT pg_database_size('shop')")
-        await connection.close()
-        backups = folder / "backups"
-        backups.mkdir()
-        await dump_database(DatabaseTarget(dsn, tools), backups / "pre-deploy-20241203-120000.dump")
-        pool = await asyncpg.create_pool(pg.superuser_dsn("store"), min_size=2, max_size=10)
-        assert pool is not None
-        stack.push_async_callback(pool.close)
-        await migrate(pool)
-        docker = aiodocker.Docker()
-        stack.push_async_callback(docker.close)
-        image = await build_demo_image(docker)
-        project = f"rbbench-{uuid.uuid4().hex[:8]}"
-        stack.push_async_callback(remove_compose_project, docker, project)
-        compose = await create_compose_project(
-            docker, project, [ServiceSpec("web", "web"), ServiceSpec("worker", "worker")], image
+    workers = [ServiceSpec("web", "web"), ServiceSpec("worker", "worker")]
+    async with bench_stage(rows=ROWS, fast=False, services=workers) as stage:
+        base, size, compose, backups = (
+            stage.services,
+            stage.size_bytes,
+            stage.compose,
+            stage.backups,
         )
-        http = await stack.enter_async_context(aiohttp.ClientSession())
-        base = Services({}, DockerRuntime(docker), http, tools, RunStore(pool))
+        dsn, project = stage.dsn, stage.compose.project
         print(f"database {size / 1e9:.2f} GB; the approver clicks {WAIT:.0f} s after the plan")
         for strategy in (Strategy.IN_PLACE, Strategy.SWAP):
             total, after_click = await one(

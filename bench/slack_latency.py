@@ -13,33 +13,20 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import tempfile
 import time
-import uuid
 from contextlib import AsyncExitStack
-from pathlib import Path
 
-import aiodocker
-import aiohttp
-import asyncpg
 from pydantic import SecretStr
 
-from bench.sandbox_bot import running_bot
+from bench.sandbox_bot import bench_stage, running_bot
 from bot.demo_environment import (
     ServiceSpec,
-    build_demo_image,
-    create_compose_project,
-    remove_compose_project,
-    seed_demo_database,
 )
 from bot.sandbox import Channel, User
-from bot.throwaway_postgres import ThrowawayPostgres
 from services.bundle import Services
-from services.containers import DockerRuntime
-from services.database import DatabaseTarget, dump_database
 from services.environments import ApprovalPolicy, Environment, HealthConfig, Strategy
-from services.pgtools import PgTools, mask_password
-from services.run_store import RunStatus, RunStore, migrate
+from services.pgtools import mask_password
+from services.run_store import RunStatus, RunStore
 
 CONCURRENCY = 50
 ACK_ROUNDS = int(os.environ.get("BENCH_ACK_ROUNDS", "10"))
@@ -68,39 +55,22 @@ async def close_active(store: RunStore, environment: str) -> None:
 
 async def main() -> None:
     async with AsyncExitStack() as stack:
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        pg = await stack.enter_async_context(ThrowawayPostgres(fast=True))
-        await pg.create_database("shop")
-        await pg.create_database("store")
-        dsn = pg.superuser_dsn("shop")
-        tools = PgTools(pg.bin_dir)
-        await seed_demo_database(dsn, rows=2000)
-        backups = folder / "backups"
-        backups.mkdir()
-        await dump_database(DatabaseTarget(dsn, tools), backups / "pre-deploy-20241203-120000.dump")
-        pool = await asyncpg.create_pool(pg.superuser_dsn("store"), min_size=2, max_size=20)
-        assert pool is not None
-        stack.push_async_callback(pool.close)
-        await migrate(pool)
-        docker = aiodocker.Docker()
-        stack.push_async_callback(docker.close)
-        image = await build_demo_image(docker)
-        project = f"rbbench-{uuid.uuid4().hex[:8]}"
-        stack.push_async_callback(remove_compose_project, docker, project)
-        await create_compose_project(docker, project, [ServiceSpec("web", "web")], image)
-        http = await stack.enter_async_context(aiohttp.ClientSession())
+        stage = await stack.enter_async_context(
+            bench_stage(rows=2000, fast=True, services=[ServiceSpec("web", "web")])
+        )
+        dsn, base = stage.dsn, stage.services
         environment = Environment(
             name="production",
-            compose_project=project,
+            compose_project=stage.compose.project,
             database_url=SecretStr(dsn),
             database_display=mask_password(dsn),
-            backups_dir=backups,
+            backups_dir=stage.backups,
             health=HealthConfig(),
             approval=ApprovalPolicy(required_approvals=1),
             strategy=Strategy.IN_PLACE,  # what is measured here is the Slack face
         )
-        store = RunStore(pool)
-        services = Services({"production": environment}, DockerRuntime(docker), http, tools, store)
+        store = base.store
+        services = Services({"production": environment}, base.runtime, base.http, base.tools, store)
 
         channels = [Channel(id=f"C{i:08d}", name=f"incident-{i}") for i in range(PLAN_SAMPLES + 1)]
         bot = await stack.enter_async_context(
