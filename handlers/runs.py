@@ -172,15 +172,23 @@ class Rollbacks:
             if event.kind is EventKind.FAILED:
                 self._post_in_thread(run_id, step_failure(event), step_failure_text(event))
 
-        preparation = None
-        entry = self._preparing.pop(run_id, None)
-        if entry is not None:
-            preparation = await entry[1]
+        # Alive from the approval on, also while the preparation finishes.
+        lock = await self.services.store.hold(run_id)
         try:
+            preparation = None
+            entry = self._preparing.pop(run_id, None)
+            if entry is not None:
+                preparation = await entry[1]
             await execute_rollback(
-                self.services, plan.plan, run_id=run_id, listener=show, preparation=preparation
+                self.services,
+                plan.plan,
+                run_id=run_id,
+                listener=show,
+                preparation=preparation,
+                liveness_held=True,
             )
         finally:
+            await asyncio.shield(self.services.store.release(lock, run_id))
             await asyncio.shield(self._report(run_id))
 
     async def _report(self, run_id: str) -> None:

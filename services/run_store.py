@@ -394,10 +394,12 @@ class RunStore:
             await self._pool.release(connection)
 
     async def recover_interrupted(self) -> list[RunRecord]:
-        """Runs left 'running' by a process that died (its liveness lock is free)."""
+        """Runs left approved or running by a process that died (its liveness lock is free).
+
+        Left active, they would keep their environment locked for good."""
         recovered = []
         for run in await self.active_runs():
-            if run.status is not RunStatus.RUNNING:
+            if run.status not in (RunStatus.APPROVED, RunStatus.RUNNING):
                 continue
             async with self._pool.acquire() as connection:
                 if not await connection.fetchval(
@@ -406,7 +408,7 @@ class RunStore:
                     continue  # its process is alive
                 try:
                     changed = await self.update(
-                        run.id, status=RunStatus.INTERRUPTED, expect=(RunStatus.RUNNING,)
+                        run.id, status=RunStatus.INTERRUPTED, expect=(run.status,)
                     )
                     if changed:
                         await self.append_event(

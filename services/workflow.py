@@ -474,6 +474,7 @@ async def execute_rollback(
     run_id: str,
     listener: Listener,
     preparation: Preparation | None = None,
+    liveness_held: bool = False,
 ) -> RollbackResult:
     """The destructive steps with their compensations; always reports where things stand.
 
@@ -489,7 +490,8 @@ async def execute_rollback(
     names = preparation.names
     if names is None:
         result.strategy = Strategy.IN_PLACE.value
-    lock = await services.store.hold(run_id)
+    # The liveness lock tells other processes this run is alive (see recover_interrupted).
+    lock = None if liveness_held else await services.store.hold(run_id)
     try:
         await services.store.update(run_id, status=RunStatus.RUNNING)
         try:
@@ -551,7 +553,8 @@ async def execute_rollback(
         await finish_run(services, run_id, result)
         return result
     finally:
-        await asyncio.shield(services.store.release(lock, run_id))
+        if lock is not None:
+            await asyncio.shield(services.store.release(lock, run_id))
 
 
 async def _drop_quietly(run: Execution, name: str) -> None:

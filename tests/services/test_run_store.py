@@ -96,3 +96,35 @@ async def test_a_run_whose_process_died_is_marked_interrupted_and_a_live_one_is_
     assert (await store.get(alive.id)).status is RunStatus.RUNNING
     events = await store.events(dead.id)
     assert [(e.kind, e.step) for e in events][-1] == ("interrupted", "restore")
+
+
+async def test_an_approved_run_whose_process_died_frees_its_environment(
+    store_pool: asyncpg.Pool, second_pool: asyncpg.Pool
+) -> None:
+    """Approved, then the bot died before executing: the environment must not stay locked."""
+    store, other = RunStore(store_pool), RunStore(second_pool)
+    environment = env_name()
+    stuck = await store.create_run(
+        environment=environment,
+        kind="database",
+        requested_by="a",
+        status=RunStatus.APPROVED,
+        plan={},
+    )
+    with pytest.raises(RunConflict):
+        await other.create_run(
+            environment=environment,
+            kind="database",
+            requested_by="b",
+            status=RunStatus.RUNNING,
+            plan={},
+        )
+    assert stuck.id in {r.id for r in await other.recover_interrupted()}
+    fresh = await other.create_run(
+        environment=environment,
+        kind="database",
+        requested_by="b",
+        status=RunStatus.RUNNING,
+        plan={},
+    )
+    assert fresh.status is RunStatus.RUNNING
