@@ -49,6 +49,7 @@ class TimelineEntry:
     at: datetime
     what: str
     actor: str | None = None
+    people: tuple[str, ...] = ()  # users or user groups the entry is about (e.g. told)
 
 
 @dataclass(frozen=True)
@@ -145,10 +146,9 @@ def _timeline_entry(event: EventRecord) -> TimelineEntry | None:
             what += f": {event.detail.get('why', '')}"
         return TimelineEntry(event.at, what, event.actor)
     if event.kind == "notified":
-        told = [*event.detail.get("users", []), *event.detail.get("usergroups", [])]
-        return TimelineEntry(
-            event.at, f"contacts told ({event.detail.get('notice')}): {', '.join(told) or '-'}"
-        )
+        told = (*event.detail.get("users", []), *event.detail.get("usergroups", []))
+        what = f"contacts told ({event.detail.get('notice')})" + ("" if told else ": nobody")
+        return TimelineEntry(event.at, what, people=tuple(str(t) for t in told))
     if event.kind == CHECKLIST_EVENT:
         try:
             item = ChecklistItem(str(event.detail.get("item")))

@@ -56,7 +56,9 @@ def incident_report(view: RunView) -> list[Block]:
     if isinstance(result.get("downtime_seconds"), int | float):
         facts.append(f"*Downtime*\n{humanize.duration(result['downtime_seconds'])}")
     timeline = [
-        f"{clock(e.at)} {escape(e.what)}" + (f" — {mention(e.actor)}" if e.actor else "")
+        f"{clock(e.at)} {escape(e.what)}"
+        + (f": {mentions(e.people)}" if e.people else "")
+        + (f" — {mention(e.actor)}" if e.actor else "")
         for e in view.timeline
     ]
     blocks: list[Block] = [
