@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +15,8 @@ from typing import Any
 import asyncpg
 
 from services.errors import DatabaseError, RunConflict, RunNotFound
+
+log = logging.getLogger(__name__)
 
 # Serialises migrations when several bot processes start at once.
 _MIGRATION_LOCK = 0x726F6C6C
@@ -388,10 +392,14 @@ class RunStore:
         return connection
 
     async def release(self, connection: asyncpg.pool.PoolConnectionProxy, run_id: str) -> None:
+        """Give up the liveness lock; a lost connection has lost it already."""
         try:
             await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", run_id)
+        except (asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
+            log.warning("run %s: liveness lock went with its connection", run_id)
         finally:
-            await self._pool.release(connection)
+            with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
+                await self._pool.release(connection)
 
     async def recover_interrupted(self) -> list[RunRecord]:
         """Runs left approved or running by a process that died (its liveness lock is free).

@@ -98,7 +98,7 @@ async def undo_rollback(
             await services.store.update(
                 original.id, result={**original.result, "undone_by": run_id}
             )
-        except (RollbackError, OSError) as failure:
+        except Exception as failure:  # whatever failed, restart what was stopped
             result.error = str(failure)
         restarted = await run.restart_stopped()
         state = await describe_state(run)

@@ -183,13 +183,25 @@ class StepRecorder:
         self.run_id = run_id
         self.listener = listener
         self.steps: list[StepRecord] = []
+        # On the way back after a failure, an unreachable run store must not stop the
+        # compensation: it is recorded where possible and logged otherwise.
+        self.best_effort = False
+
+    async def _persist(self, step: Step, kind: str, detail: dict[str, object]) -> None:
+        try:
+            if kind == EventKind.STARTED.value:
+                await self.services.store.update(self.run_id, current_step=step.value)
+            await self.services.store.append_event(
+                self.run_id, kind, step=step.value, detail=detail
+            )
+        except Exception:
+            if not self.best_effort:
+                raise
+            log.exception("run %s: could not record %s of %s", self.run_id, kind, step)
 
     async def emit(self, event: StepEvent) -> None:
-        await self.services.store.append_event(
-            self.run_id,
-            event.kind.value,
-            step=event.step.value,
-            detail={"message": event.message, "seconds": event.seconds},
+        await self._persist(
+            event.step, event.kind.value, {"message": event.message, "seconds": event.seconds}
         )
         try:
             await self.listener(event)
@@ -201,7 +213,6 @@ class StepRecorder:
 
     @contextlib.asynccontextmanager
     async def step(self, step: Step, done: str = "") -> AsyncIterator[StepRecord]:
-        await self.services.store.update(self.run_id, current_step=step.value)
         await self.emit(StepEvent(self.run_id, step, EventKind.STARTED))
         record = StepRecord(step, True, 0.0, done)
         began = time.monotonic()
@@ -354,12 +365,13 @@ class Execution:
                 if still:
                     raise ContainerError("; ".join(f"{o.container.name}: {o.error}" for o in still))
                 record.message = f"{len(outcomes)} started"
-        except (RollbackError, OSError) as error:
+        except Exception as error:  # reported, whatever it is: this is the way back
             return f"CONTAINERS STILL STOPPED: {_names(self.stopped)} ({error})"
         return None
 
     async def compensate(self, failure: BaseException) -> str:
         """Put back what was changed and start what was stopped; returns the state sentence."""
+        self.recorder.best_effort = True
         notes: list[str] = []
         if self.database_changed and self.safety is not None:
             try:
@@ -371,7 +383,7 @@ class Execution:
                     record.message = f"{self.safety.name} restored"
                 self.database_changed = False
                 notes.append(f"database back on its pre-rollback data ({self.safety.name})")
-            except (RollbackError, OSError) as error:
+            except Exception as error:  # reported, whatever it is: this is the way back
                 notes.append(
                     f"DATABASE NOT PUT BACK ({error}); the pre-rollback data is in "
                     f"{self.safety.path}"
@@ -387,6 +399,7 @@ class Execution:
 
     async def undo_swap(self, names: swap.SwapNames) -> str:
         """After a failed start or health check: the old database back, containers up."""
+        self.recorder.best_effort = True
         notes: list[str] = []
         try:
             if not self.stopped:
@@ -403,7 +416,7 @@ class Execution:
                 record.message = f"{names.live} is the pre-rollback database again"
             notes.append("undone automatically: the database is back on its pre-rollback data")
             await asyncio.shield(swap.drop_database(self.target, names.staging))
-        except (RollbackError, OSError) as error:
+        except Exception as error:  # reported, whatever it is: this is the way back
             notes.append(f"UNDO FAILED ({error}); the pre-rollback database is {names.old}")
         restarted = await self.restart_stopped()
         if restarted:
@@ -502,9 +515,12 @@ async def execute_rollback(
             else:
                 await run.cut_over(names)
             await run.start()
-        except (RollbackError, OSError, asyncio.CancelledError) as failure:
+        except (Exception, asyncio.CancelledError) as failure:
+            # Whatever failed (ours, a library's, a cancellation), the way back runs.
             interrupted = isinstance(failure, asyncio.CancelledError)
-            result.error = "interrupted" if interrupted else str(failure)
+            result.error = "interrupted" if interrupted else _describe_error(failure)
+            if not interrupted and not isinstance(failure, RollbackError | OSError):
+                log.error("unexpected failure in run %s", run_id, exc_info=failure)
             # Compensation must finish even while being cancelled (Ctrl-C).
             if names is not None and run.swapped:
                 notes = await asyncio.shield(run.undo_swap(names))
@@ -518,7 +534,11 @@ async def execute_rollback(
             state = await asyncio.shield(describe_state(run))
             result.environment_state = "; ".join(p for p in (notes, state) if p)
             collect_result(result, recorder, run)
-            await asyncio.shield(finish_run(services, run_id, result))
+            try:
+                await asyncio.shield(finish_run(services, run_id, result))
+            except Exception as error:  # the state sentence matters more than the record
+                log.exception("run %s: the result could not be recorded", run_id)
+                result.environment_state += f" (not recorded in the run store: {error})"
             if interrupted:
                 raise
             return result
@@ -530,8 +550,8 @@ async def execute_rollback(
             result.environment_state = (
                 f"{plan.environment.name} is running on {plan.backup.name}; health checks pass"
             )
-        except RollbackError as failure:
-            result.error = str(failure)
+        except Exception as failure:
+            result.error = _describe_error(failure)
             if names is not None:
                 # The old database is intact and a rename away: go back by ourselves.
                 notes = await run.undo_swap(names)
@@ -576,6 +596,12 @@ async def _archive_old(run: Execution, names: swap.SwapNames, result: RollbackRe
     except RollbackError as error:
         # The environment is fine and the old database itself is still there.
         log.warning("dumping the old database failed: %s", error)
+
+
+def _describe_error(error: BaseException) -> str:
+    if isinstance(error, RollbackError):
+        return str(error)
+    return f"unexpected {type(error).__name__}: {error}"
 
 
 def collect_result(result: RollbackResult, recorder: StepRecorder, run: Execution) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import aiodocker
@@ -22,7 +23,7 @@ from services.errors import (
     UnknownEnvironment,
 )
 from services.events import EventKind, Step, StepEvent
-from services.run_store import RunStatus
+from services.run_store import RunStatus, RunStore, migrate
 from services.workflow import plan_rollback, rollback_database
 from tests.conftest import FreshDatabase
 from tests.services.conftest import (
@@ -252,3 +253,37 @@ async def test_two_concurrent_rollbacks_of_one_environment_run_once(
     assert "already in progress" in str(conflicts[0])
     runs = await stage.services.store.recent_runs(stage.environment.name)
     assert len(runs) == 1
+
+
+async def test_run_store_dying_mid_rollback_still_restarts_the_environment(
+    stage: Stage, docker: aiodocker.Docker
+) -> None:
+    """The bot's own database goes away after the containers stopped: the rollback cannot
+    record its next step, so it does not take it, and it starts the containers again."""
+    async with ThrowawayPostgres(fast=True) as store_cluster:
+        await store_cluster.create_database("store")
+        pool = await asyncpg.create_pool(store_cluster.superuser_dsn("store"), min_size=1)
+        assert pool is not None
+        try:
+            await migrate(pool)
+            services = replace(stage.services, store=RunStore(pool))
+            before = await database_snapshot(stage.dsn)
+            plan = await plan_rollback(services, stage.environment.name, None)
+            stops: list[asyncio.Task[None]] = []
+
+            async def kill_store_after_stop(event: StepEvent) -> None:
+                if event.step is Step.STOP and event.kind is EventKind.FINISHED:
+                    stops.append(asyncio.ensure_future(store_cluster.stop(immediate=True)))
+                    await stops[-1]
+
+            result = await rollback_database(
+                services, plan, requested_by="t", listener=kill_store_after_stop
+            )
+        finally:
+            pool.terminate()
+    assert stops, "the store was never stopped"
+    assert not result.ok
+    assert "not recorded in the run store" in result.environment_state
+    assert "all 2 containers running" in result.environment_state
+    assert set((await container_states(docker, stage.project)).values()) == {"running"}
+    assert await database_snapshot(stage.dsn) == before
