@@ -86,8 +86,13 @@ def _plan_section(view: RunView, now: datetime) -> SectionBlock:
         f"{mention(view.run.requested_by)} asked to roll back *{escape(view.run.environment)}* "
         f"to backup {code(str(plan.get('backup')), 300)}.\n"
         f"Everything written to {code(str(plan.get('database')), 300)} after {created} UTC "
-        f"(*{age}* of data) will be rolled back from the live database; the current data is "
-        f"kept first in the safety backup {code(str(plan.get('safety_backup')), 300)}."
+        f"(*{age}* of data) will be rolled back from the live database; "
+        + (
+            "the current database is set aside, kept for an instant undo and dumped to "
+            if plan.get("strategy") == "swap"
+            else "the current data is kept first in the safety backup "
+        )
+        + f"{code(str(plan.get('safety_backup')), 300)}."
     )
     size = plan.get("backup_size_bytes")
     fields = [
@@ -95,7 +100,7 @@ def _plan_section(view: RunView, now: datetime) -> SectionBlock:
         f"*Backup*\n{code(str(plan.get('backup')), 300)}"
         + (f" ({humanize.size(size)})" if isinstance(size, int) else ""),
         f"*Backup age*\n{age}",
-        f"*Strategy*\n{escape(str(plan.get('strategy')))}",
+        f"*Strategy*\n{escape(str(plan.get('strategy_note') or plan.get('strategy')))}",
         f"*Tables in backup*\n{plan.get('tables_in_backup', '?')}",
         f"*Containers to stop*\n{len(plan.get('containers') or [])}",
     ]
