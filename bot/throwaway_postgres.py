@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import pwd
-import re
 import shutil
 import signal
 import socket
@@ -20,6 +19,8 @@ from typing import IO, Any, Self
 from urllib.parse import quote
 
 import asyncpg
+
+from services.pgtools import find_pg_bin
 
 logger = logging.getLogger(__name__)
 
@@ -42,37 +43,21 @@ class ThrowawayPostgresError(RuntimeError):
 
 def find_pg_bin_dir() -> Path:
     """Where initdb and postgres live: $PG_BIN, newest /usr/lib/postgresql/*/bin, or PATH."""
-    env = os.environ.get("PG_BIN")
-    if env:
-        candidate = Path(env)
-        if not _has_server_binaries(candidate):
-            raise ThrowawayPostgresError(
-                f"PG_BIN={env} does not contain executable initdb and postgres"
-            )
-        return candidate
-
-    def version_key(path: Path) -> tuple[int, ...]:
-        return tuple(int(part) for part in re.findall(r"\d+", path.parent.name)) or (0,)
-
-    for candidate in sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"), key=version_key, reverse=True
-    ):
-        if _has_server_binaries(candidate):
-            return candidate
-
-    initdb = shutil.which("initdb")
-    if initdb:
-        candidate = Path(initdb).resolve().parent
-        if _has_server_binaries(candidate):
-            return candidate
+    explicit = os.environ.get("PG_BIN")
+    found = find_pg_bin(SERVER_PROGRAMS, explicit)
+    if found is not None:
+        return found
+    if explicit:
+        raise ThrowawayPostgresError(
+            f"PG_BIN={explicit} does not contain executable initdb and postgres"
+        )
     raise ThrowawayPostgresError(
         "PostgreSQL server binaries (initdb, postgres) not found: set PG_BIN, or install "
         "the server package (e.g. apt-get install postgresql)"
     )
 
 
-def _has_server_binaries(directory: Path) -> bool:
-    return all(os.access(directory / name, os.X_OK) for name in ("initdb", "postgres"))
+SERVER_PROGRAMS = ("initdb", "postgres")
 
 
 def _free_port() -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -27,28 +29,42 @@ class PgTools:
         return str(self.bin_dir / "psql")
 
 
+CLIENT_PROGRAMS = ("pg_dump", "pg_restore", "psql")
+
+
 def _version_key(path: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in path.parent.name.split(".") if part.isdigit())
 
 
-def find_pg_tools(explicit: str | None = None) -> PgTools:
-    """PG_BIN if given, else the newest /usr/lib/postgresql/*/bin, else pg_dump on PATH."""
-    candidates: list[Path] = []
+def find_pg_bin(programs: Sequence[str], explicit: str | None = None) -> Path | None:
+    """The folder holding all `programs`: PG_BIN if given, else the newest
+    /usr/lib/postgresql/*/bin, else the folder of the first program on PATH."""
     if explicit:
-        candidates.append(Path(explicit))
+        candidates = [Path(explicit)]
     else:
         versioned = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key)
-        candidates.extend(reversed(versioned))
-        on_path = shutil.which("pg_dump")
+        candidates = list(reversed(versioned))
+        on_path = shutil.which(programs[0])
         if on_path:
             candidates.append(Path(on_path).resolve().parent)
     for directory in candidates:
-        if all((directory / tool).exists() for tool in ("pg_dump", "pg_restore", "psql")):
-            return PgTools(directory)
-    where = explicit or "/usr/lib/postgresql/*/bin or PATH"
-    raise ConfigError(
-        [f"PG_BIN: pg_dump, pg_restore and psql not found in {where} (install postgresql-client)"]
-    )
+        if all(os.access(directory / program, os.X_OK) for program in programs):
+            return directory
+    return None
+
+
+def find_pg_tools(explicit: str | None = None) -> PgTools:
+    """The client programs the rollback runs (see `find_pg_bin`)."""
+    found = find_pg_bin(CLIENT_PROGRAMS, explicit)
+    if found is None:
+        where = explicit or "/usr/lib/postgresql/*/bin or PATH"
+        raise ConfigError(
+            [
+                f"PG_BIN: pg_dump, pg_restore and psql not found in {where} "
+                "(install postgresql-client)"
+            ]
+        )
+    return PgTools(found)
 
 
 def libpq_environment(url: str) -> dict[str, str]:
