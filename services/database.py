@@ -16,7 +16,7 @@ import asyncpg
 from services import processes
 from services.backups import Backup, inspect_archive
 from services.errors import DatabaseError, RestoreFailed
-from services.pgtools import PgTools, libpq_environment
+from services.pgtools import PgTools, libpq_environment, with_database
 
 # Empties the database inside the restore's own transaction, so that nothing created after
 # the backup survives (pg_restore --clean drops only what the dump knows) and an error
@@ -73,6 +73,10 @@ class DatabaseTarget:
     @property
     def name(self) -> str:
         return self.libpq_env["PGDATABASE"]
+
+    def on(self, database: str) -> DatabaseTarget:
+        """Another database on the same server, with the same credentials."""
+        return DatabaseTarget(with_database(self.url, database), self.tools)
 
 
 async def connect(target: DatabaseTarget, timeout: float = 10.0) -> asyncpg.Connection:

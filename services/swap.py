@@ -16,11 +16,10 @@ from pathlib import Path
 
 import asyncpg
 
-from services import processes
+from services import database, processes
 from services.backups import Backup
 from services.database import DatabaseTarget
 from services.errors import DatabaseError
-from services.pgtools import with_database
 
 Progress = Callable[[str], Awaitable[None]]
 
@@ -98,12 +97,7 @@ class TableLoss:
 
 async def maintenance(target: DatabaseTarget) -> asyncpg.Connection:
     """A connection to the server's `postgres` database: renames need one outside both."""
-    try:
-        return await asyncpg.connect(with_database(target.url, "postgres"), timeout=10)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-        raise DatabaseError(
-            "Cannot connect to the server's postgres database", str(error)
-        ) from error
+    return await database.connect(target.on("postgres"))
 
 
 async def check_room(target: DatabaseTarget, headroom: float = 1.2) -> Room:
@@ -285,13 +279,8 @@ async def restore_into_staging(
             f"Restore of {backup.name} into the staging database failed",
             "\n".join(errors[-20:]) or f"pg_restore exited with {returncode}",
         )
-    staging = DatabaseTarget(with_database(target.url, names.staging), target.tools)
     await progress("refreshing planner statistics on the staging database")
-    connection = await asyncpg.connect(staging.url)
-    try:
-        await connection.execute("ANALYZE")
-    finally:
-        await connection.close()
+    await database.analyze(target.on(names.staging))
     connection = await maintenance(target)
     try:
         await copy_database_properties(connection, names.live, names.staging)
@@ -299,8 +288,8 @@ async def restore_into_staging(
         await connection.close()
 
 
-async def _row_counts(url: str) -> dict[str, int]:
-    connection = await asyncpg.connect(url)
+async def _row_counts(target: DatabaseTarget) -> dict[str, int]:
+    connection = await database.connect(target)
     try:
         tables = await connection.fetch(
             "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c"
@@ -314,15 +303,15 @@ async def _row_counts(url: str) -> dict[str, int]:
                 await connection.fetchval(f"SELECT count(*) FROM {table['name']}")
             )
         return counts
+    except asyncpg.PostgresError as error:
+        raise DatabaseError(f"Cannot count the rows of {target.name}", str(error)) from error
     finally:
         await connection.close()
 
 
 async def preview_data_loss(target: DatabaseTarget, names: SwapNames) -> list[TableLoss]:
     """Per table: rows in the live database against rows in the backup (staging)."""
-    live, staged = await asyncio.gather(
-        _row_counts(target.url), _row_counts(with_database(target.url, names.staging))
-    )
+    live, staged = await asyncio.gather(_row_counts(target), _row_counts(target.on(names.staging)))
     return [
         TableLoss(table, live.get(table, 0), staged.get(table, 0))
         for table in sorted(set(live) | set(staged))

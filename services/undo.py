@@ -10,11 +10,9 @@ from services import backups as catalogue
 from services import database, swap
 from services.backups import Backup
 from services.bundle import Services
-from services.database import DatabaseTarget
 from services.environments import Environment, Strategy
 from services.errors import RollbackError
 from services.events import Listener, Step
-from services.pgtools import with_database
 from services.run_store import ACTIVE, RunRecord, RunStatus
 from services.workflow import (
     Execution,
@@ -155,7 +153,7 @@ async def expire_old_databases(services: Services) -> list[str]:
             if datetime.fromisoformat(until) > now:
                 continue
             if not result.get("safety_backup") and await swap.database_exists(target, name):
-                old = DatabaseTarget(with_database(target.url, name), services.tools)
+                old = target.on(name)
                 dump = await database.dump_database(
                     old, environment.backups_dir / database.safety_backup_name(now)
                 )

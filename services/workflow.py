@@ -28,7 +28,6 @@ from services.errors import (
 )
 from services.events import EventKind, Listener, Step, StepEvent
 from services.health import HealthReport, run_health_checks
-from services.pgtools import with_database
 from services.run_store import RunStatus
 
 log = logging.getLogger(__name__)
@@ -590,7 +589,7 @@ async def _archive_old(run: Execution, names: swap.SwapNames, result: RollbackRe
     result.keep_old_until = datetime.now(UTC) + timedelta(hours=run.env.keep_old_database_hours)
     try:
         async with run.recorder.step(Step.ARCHIVE_OLD) as record:
-            old = DatabaseTarget(with_database(run.target.url, names.old), run.services.tools)
+            old = run.target.on(names.old)
             run.safety = await database.dump_database(old, run.plan.safety_backup)
             record.message = f"{run.safety.name} ({run.safety.size_bytes / 1e6:.1f} MB)"
     except RollbackError as error:
