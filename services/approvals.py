@@ -63,6 +63,7 @@ class BoundPlan:
         return {
             **self.plan.summary(),
             "backup_sha256": self.sha256,
+            "backup_identity": self.plan.backup.identity,
             "plan_hash": self.hash,
             "requested_backup": self.requested_backup,
             "backup_age_seconds": round(self.plan.backup_age_seconds),
@@ -76,9 +77,21 @@ async def bind_plan(
     requested_backup: str | None,
     *,
     own_run_id: str | None = None,
+    known: dict[str, Any] | None = None,
 ) -> BoundPlan:
+    """The plan and its backup's checksum; `known`: the run's recorded plan, if any."""
     plan = await plan_rollback(services, environment, requested_backup, own_run_id=own_run_id)
-    return BoundPlan(plan, await catalogue.checksum(plan.backup), requested_backup)
+    recorded = known or {}
+    unchanged = (
+        plan.backup.identity
+        and recorded.get("backup") == plan.backup.name
+        and recorded.get("backup_identity") == plan.backup.identity
+        and recorded.get("backup_sha256")
+    )
+    # Hashing a multi-GB dump on every click is seconds of I/O: the same unchanged file
+    # (inode, size, mtime) keeps the checksum recorded when the plan was made.
+    sha256 = str(recorded["backup_sha256"]) if unchanged else await catalogue.checksum(plan.backup)
+    return BoundPlan(plan, sha256, requested_backup)
 
 
 def describe_change(before: dict[str, Any], after: BoundPlan) -> str:
@@ -262,7 +275,11 @@ async def decide(
 
     # Approve: re-check the plan; an approval is for exactly the plan it saw.
     bound = await bind_plan(
-        services, run.environment, run.plan.get("requested_backup"), own_run_id=run.id
+        services,
+        run.environment,
+        run.plan.get("requested_backup"),
+        own_run_id=run.id,
+        known=run.plan,
     )
     recorded_hash = run.plan.get("plan_hash")
     if bound.hash != recorded_hash:

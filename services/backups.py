@@ -23,6 +23,8 @@ class Backup:
     path: Path
     size_bytes: int
     created_at: datetime  # from the name's YYYYMMDD-HHMMSS stamp (UTC), else the file's mtime
+    # inode, size and modification time: the same file, unchanged, while it stays equal
+    identity: str = ""
 
     def age_seconds(self, now: datetime | None = None) -> float:
         return ((now or datetime.now(UTC)) - self.created_at).total_seconds()
@@ -50,7 +52,8 @@ def _created_at(path: Path, mtime: float) -> datetime:
 
 def _describe(path: Path) -> Backup:
     stat = path.stat()
-    return Backup(path.name, path, stat.st_size, _created_at(path, stat.st_mtime))
+    identity = f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+    return Backup(path.name, path, stat.st_size, _created_at(path, stat.st_mtime), identity)
 
 
 def _scan(folder: Path) -> list[Backup]:
