@@ -268,14 +268,16 @@ class Execution:
             running = [c for c in current if c.running]
             self.down_since = time.monotonic()
             outcomes = await self.services.runtime.stop(running, self.env.stop_timeout_seconds)
-            self.stopped = [o.container for o in outcomes if o.ok]
+            # Added to, not replaced: after a failed start some are stopped already.
+            stopped = [o.container for o in outcomes if o.ok]
+            self.stopped += stopped
             failed = [o for o in outcomes if not o.ok]
             if failed:
                 raise ContainerError(
                     "Could not stop " + "; ".join(f"{o.container.name}: {o.error}" for o in failed)
                 )
             idle = len(current) - len(running)
-            record.message = f"{len(self.stopped)} stopped" + (
+            record.message = f"{len(stopped)} stopped" + (
                 f", {idle} already stopped" if idle else ""
             )
 
@@ -401,14 +403,7 @@ class Execution:
         self.recorder.best_effort = True
         notes: list[str] = []
         try:
-            if not self.stopped:
-                current = await self.services.runtime.containers(self.env.compose_project)
-                running = [c for c in current if c.running]
-                async with self.recorder.step(Step.STOP):
-                    outcomes = await self.services.runtime.stop(
-                        running, self.env.stop_timeout_seconds
-                    )
-                    self.stopped = [o.container for o in outcomes if o.ok]
+            await self.stop()  # what runs on the rolled-back database, if anything
             async with self.recorder.step(Step.SWAP_BACK) as record:
                 await swap.swap_back(self.target, names, names.staging)
                 self.swapped = False
