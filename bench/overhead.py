@@ -24,14 +24,14 @@ from pathlib import Path
 import aiodocker
 import asyncpg
 
-from bot.demo_environment import (
+from sandbox.demo_environment import (
     ServiceSpec,
     build_demo_image,
     create_compose_project,
     remove_compose_project,
     seed_demo_database,
 )
-from bot.throwaway_postgres import ThrowawayPostgres
+from sandbox.throwaway_postgres import ThrowawayPostgres
 
 ROWS = int(os.environ.get("BENCH_ROWS", "830000"))  # about 300 MB
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))

@@ -18,11 +18,11 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from bench.sandbox_bot import bench_stage, running_bot
-from bot.demo_environment import (
+from handlers.ids import ActionId
+from sandbox.demo_environment import (
     ServiceSpec,
 )
-from bot.sandbox import Channel, User, UserGroup
-from handlers.ids import ActionId
+from sandbox.slack import Channel, User, UserGroup
 from services.bundle import Services
 from services.environments import (
     ApprovalPolicy,

@@ -17,7 +17,9 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bot.app import BotOptions, create_app
-from bot.demo_environment import (
+from bot.settings import Settings
+from handlers.tasks import BackgroundTasks
+from sandbox.demo_environment import (
     ComposeProject,
     ServiceSpec,
     build_demo_image,
@@ -25,10 +27,8 @@ from bot.demo_environment import (
     remove_compose_project,
     seed_demo_database,
 )
-from bot.sandbox import Channel, SandboxWorkspace, SlackUser, User, UserGroup
-from bot.settings import Settings
-from bot.throwaway_postgres import ThrowawayPostgres
-from handlers.tasks import BackgroundTasks
+from sandbox.slack import Channel, SandboxWorkspace, SlackUser, User, UserGroup
+from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.bundle import Services
 from services.containers import DockerRuntime
 from services.database import DatabaseTarget, dump_database

@@ -19,10 +19,10 @@ from contextlib import AsyncExitStack
 from pydantic import SecretStr
 
 from bench.sandbox_bot import bench_stage, running_bot
-from bot.demo_environment import (
+from sandbox.demo_environment import (
     ServiceSpec,
 )
-from bot.sandbox import Channel, User
+from sandbox.slack import Channel, User
 from services.bundle import Services
 from services.environments import ApprovalPolicy, Environment, HealthConfig, Strategy
 from services.pgtools import mask_password

@@ -16,7 +16,7 @@ import uuid
 
 import aiodocker
 
-from bot.demo_environment import (
+from sandbox.demo_environment import (
     ServiceSpec,
     build_demo_image,
     create_compose_project,

@@ -20,17 +20,17 @@ from pathlib import Path
 import aiodocker
 import asyncpg
 
-from bot.demo_environment import (
+from bot.environments_file import load_environments
+from bot.resources import open_services
+from bot.settings import load_settings
+from sandbox.demo_environment import (
     ServiceSpec,
     build_demo_image,
     create_compose_project,
     remove_compose_project,
     seed_demo_database,
 )
-from bot.environments_file import load_environments
-from bot.resources import open_services
-from bot.settings import load_settings
-from bot.throwaway_postgres import ThrowawayPostgres
+from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.database import DatabaseTarget, dump_database
 from services.events import ignore
 from services.pgtools import PgTools

@@ -157,7 +157,16 @@ async def cmd_history(args: argparse.Namespace) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
-    from bot.demo import run_demo
+    # The one place bot/ hands over to the sandbox; serving and rolling back never need it.
+    try:
+        from sandbox.demo import run_demo
+    except ImportError as error:
+        raise ConfigError(
+            [
+                f"the demo needs the sandbox package, which is not installed ({error}); "
+                "install the project with `pip install .[demo]`"
+            ]
+        ) from error
 
     return await run_demo(rows=args.rows, slack=not args.cli)
 

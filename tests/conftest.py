@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from bot.demo_environment import (
+from sandbox.demo_environment import (
     ComposeProject,
     ServiceSpec,
     build_demo_image,
@@ -23,7 +23,7 @@ from bot.demo_environment import (
     remove_compose_project,
     seed_demo_database,
 )
-from bot.throwaway_postgres import ThrowawayPostgres
+from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.backups import Backup
 from services.bundle import Services
 from services.containers import DockerRuntime

@@ -10,8 +10,8 @@ from pathlib import Path
 import aiodocker
 import asyncpg
 
-from bot.demo_environment import table_checksums
-from bot.throwaway_postgres import ThrowawayPostgres
+from sandbox.demo_environment import table_checksums
+from sandbox.throwaway_postgres import ThrowawayPostgres
 from tests.services.conftest import Stage, change_after_backup, container_states
 
 

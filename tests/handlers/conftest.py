@@ -12,9 +12,9 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bot.app import BotOptions, create_app
-from bot.sandbox import Channel, Message, SandboxWorkspace, SlackUser, User, UserGroup
 from bot.settings import Settings
 from handlers.tasks import BackgroundTasks
+from sandbox.slack import Channel, Message, SandboxWorkspace, SlackUser, User, UserGroup
 from services.environments import ApprovalPolicy, Contacts, Strategy
 from services.run_store import RunRecord
 from tests.services.conftest import Stage

@@ -8,9 +8,9 @@ import time
 import aiodocker
 
 from bot.app import BotOptions
-from bot.demo_environment import database_snapshot
-from bot.sandbox import render_message
 from handlers.ids import ActionId
+from sandbox.demo_environment import database_snapshot
+from sandbox.slack import render_message
 from services.run_store import RunStatus
 from tests.handlers.conftest import ALERTS, ALICE, BOB, CAROL, INCIDENTS, MakeBot
 from tests.services.conftest import change_after_backup, container_states

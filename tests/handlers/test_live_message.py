@@ -6,8 +6,8 @@ import json
 import os
 
 from bot.app import BotOptions
-from bot.sandbox import Message, RateLimit, render_message
 from handlers.ids import ActionId
+from sandbox.slack import Message, RateLimit, render_message
 from services.database import dump_database
 from services.environments import ApprovalPolicy
 from services.run_store import RunStatus

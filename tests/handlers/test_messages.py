@@ -10,12 +10,12 @@ import pytest
 from pydantic import SecretStr
 from slack_sdk.models.blocks import Block
 
-from bot.sandbox import validate_blocks
 from handlers.commands import CommandKind, parse_command
 from handlers.messages.incident_report import incident_report
 from handlers.messages.run_message import run_message
 from handlers.messages.step_detail import step_failure
 from handlers.messages.text import as_dicts, join_limited, truncate
+from sandbox.slack import validate_blocks
 from services.checklist import BOT, ChecklistItem, Tick
 from services.environments import ApprovalPolicy, Environment
 from services.events import EventKind, Step, StepEvent

@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from bot.sandbox import Message, render_message
 from handlers.ids import ActionId
+from sandbox.slack import Message, render_message
 from services.run_store import RunStatus
 from tests.handlers.conftest import ALICE, BOB, DAVE, ERIN, INCIDENTS, Bot
 

@@ -8,9 +8,9 @@ import pytest
 from pydantic import SecretStr
 
 from bot.app import serve
-from bot.sandbox import SandboxWorkspace, SlackUser, render_message
 from bot.settings import Settings
-from bot.throwaway_postgres import ThrowawayPostgres
+from sandbox.slack import SandboxWorkspace, SlackUser, render_message
+from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.errors import ConfigError
 from tests.handlers.conftest import ALICE, BOT_TOKEN, INCIDENTS, SIGNING_SECRET
 from tests.services.conftest import Stage

@@ -8,12 +8,12 @@ import asyncio
 from pydantic import SecretStr
 
 from bot.app import BotOptions, serve
-from bot.demo_environment import database_snapshot
-from bot.sandbox import SandboxWorkspace, render_message
-from bot.sandbox.slack_user import SocketModeUser
 from bot.settings import Settings
-from bot.throwaway_postgres import ThrowawayPostgres
 from handlers.ids import ActionId
+from sandbox.demo_environment import database_snapshot
+from sandbox.slack import SandboxWorkspace, render_message
+from sandbox.slack.slack_user import SocketModeUser
+from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.run_store import RunRecord, RunStatus
 from tests.handlers.conftest import (
     ALERTS,

@@ -8,9 +8,9 @@ import asyncio
 import aiodocker
 import asyncpg
 
-from bot.demo_environment import database_snapshot
-from bot.sandbox import render_message
 from handlers.ids import ActionId
+from sandbox.demo_environment import database_snapshot
+from sandbox.slack import render_message
 from services.environments import Strategy
 from services.pgtools import with_database
 from services.run_store import RunStatus

@@ -12,8 +12,8 @@ import aiodocker
 import asyncpg
 import pytest
 
-from bot.demo_environment import database_snapshot
-from bot.throwaway_postgres import ThrowawayPostgres
+from sandbox.demo_environment import database_snapshot
+from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.containers import DockerRuntime
 from services.database import DatabaseTarget, dump_database, restore_in_place
 from services.errors import (

@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 import pytest
 
-from bot.throwaway_postgres import ThrowawayPostgres
+from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.errors import RunConflict
 from services.run_store import RunStatus, RunStore, migrate
 

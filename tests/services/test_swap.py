@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from bot.demo_environment import database_snapshot, seed_demo_database
-from bot.throwaway_postgres import ThrowawayPostgres
+from sandbox.demo_environment import database_snapshot, seed_demo_database
+from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.database import DatabaseTarget, dump_database
 from services.environments import HttpCheck, Strategy
 from services.events import Step, StepEvent

@@ -29,8 +29,8 @@ PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 NUMBER_LABEL = "com.docker.compose.container-number"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
-DEMO_LABEL = "rollback-bot.demo"
-_CONTEXT_LABEL = "rollback-bot.demo-image.context-sha256"
+DEMO_LABEL = "rollback-sandbox.demo"
+_CONTEXT_LABEL = "rollback-sandbox.demo-image.context-sha256"
 
 _DOCKERFILE = b"""\
 FROM scratch

@@ -29,7 +29,11 @@ from pydantic import SecretStr
 
 from bot import terminal
 from bot.app import BotOptions, listening, running_app
-from bot.demo_environment import (
+from bot.environments_file import load_environments
+from bot.resources import open_services
+from bot.settings import Settings, load_settings
+from handlers.ids import ActionId
+from sandbox.demo_environment import (
     DemoEnvironmentError,
     ServiceSpec,
     build_demo_image,
@@ -38,9 +42,7 @@ from bot.demo_environment import (
     seed_demo_database,
     table_checksums,
 )
-from bot.environments_file import load_environments
-from bot.resources import open_services
-from bot.sandbox import (
+from sandbox.slack import (
     Channel,
     Delivery,
     LiveTranscript,
@@ -50,9 +52,7 @@ from bot.sandbox import (
     User,
     UserGroup,
 )
-from bot.settings import Settings, load_settings
-from bot.throwaway_postgres import ThrowawayPostgres, ThrowawayPostgresError
-from handlers.ids import ActionId
+from sandbox.throwaway_postgres import ThrowawayPostgres, ThrowawayPostgresError
 from services.backups import list_backups
 from services.bundle import Services
 from services.containers import DockerRuntime

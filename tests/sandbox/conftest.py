@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.sandbox import Channel, SandboxWorkspace, User, UserGroup
+from sandbox.slack import Channel, SandboxWorkspace, User, UserGroup
 
 BOT_TOKEN = "xoxb-sandbox-test-token"
 SIGNING_SECRET = "sandbox-signing-secret"

@@ -13,8 +13,8 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.sandbox import SandboxWorkspace, SlackUser, render_message
-from tests.bot.conftest import ALICE, BOB, BOT_TOKEN, INCIDENTS, SIGNING_SECRET
+from sandbox.slack import SandboxWorkspace, SlackUser, render_message
+from tests.sandbox.conftest import ALICE, BOB, BOT_TOKEN, INCIDENTS, SIGNING_SECRET
 
 
 @dataclass

@@ -12,10 +12,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from bot.sandbox.models import Message
+from sandbox.slack.models import Message
 
 if TYPE_CHECKING:
-    from bot.sandbox.workspace import SandboxWorkspace
+    from sandbox.slack.workspace import SandboxWorkspace
 
 RULE = "─" * 40
 FIELD_WIDTH = 38

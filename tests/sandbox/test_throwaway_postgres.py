@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot.throwaway_postgres import ThrowawayPostgres, ThrowawayPostgresError
+from sandbox.throwaway_postgres import ThrowawayPostgres, ThrowawayPostgresError
 from tests.conftest import FreshDatabase
 
 

@@ -13,8 +13,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.sandbox import RateLimit, SandboxWorkspace
-from tests.bot.conftest import ALICE, BOB, BOT_TOKEN, CAROL, INCIDENTS, ONCALL, OPS, PRIVATE
+from sandbox.slack import RateLimit, SandboxWorkspace
+from tests.sandbox.conftest import ALICE, BOB, BOT_TOKEN, CAROL, INCIDENTS, ONCALL, OPS, PRIVATE
 
 
 def button(action_id: str, label: str, value: str = "v") -> dict[str, Any]:

@@ -16,9 +16,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.sandbox import SandboxWorkspace
-from bot.sandbox.slack_user import Delivery, SlackUser, SocketModeUser
-from tests.bot.conftest import ALICE, BOB, BOT_TOKEN, INCIDENTS, OPS
+from sandbox.slack import SandboxWorkspace
+from sandbox.slack.slack_user import Delivery, SlackUser, SocketModeUser
+from tests.sandbox.conftest import ALICE, BOB, BOT_TOKEN, INCIDENTS, OPS
 
 APP_TOKEN = "xapp-1-A0SANDBOX-1-sandbox-app-token"
 

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from bot.sandbox.blocks import (
+from sandbox.slack.blocks import (
     MAX_MESSAGE_BLOCKS,
     MAX_VIEW_BLOCKS,
     InvalidBlocksError,
@@ -30,7 +30,7 @@ from bot.sandbox.blocks import (
     normalise_blocks,
     validate_blocks,
 )
-from bot.sandbox.models import (
+from sandbox.slack.models import (
     ApiCall,
     Channel,
     JsonDict,
@@ -41,8 +41,8 @@ from bot.sandbox.models import (
     UserAction,
     UserGroup,
 )
-from bot.sandbox.ratelimit import DEFAULT_RATE_LIMITS, RateLimit, RateLimiter
-from bot.sandbox.socket_mode import SocketModeServer
+from sandbox.slack.ratelimit import DEFAULT_RATE_LIMITS, RateLimit, RateLimiter
+from sandbox.slack.socket_mode import SocketModeServer
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """A local Slack workspace for tests and the demo: Web API server, Slack-side client, transcript."""
 
-from bot.sandbox.blocks import InvalidBlocksError, validate_blocks
-from bot.sandbox.models import (
+from sandbox.slack.blocks import InvalidBlocksError, validate_blocks
+from sandbox.slack.models import (
     ApiCall,
     Channel,
     Message,
@@ -11,10 +11,10 @@ from bot.sandbox.models import (
     UserAction,
     UserGroup,
 )
-from bot.sandbox.ratelimit import DEFAULT_RATE_LIMITS, RateLimit
-from bot.sandbox.slack_user import Delivery, SlackUser
-from bot.sandbox.transcript import LiveTranscript, render_entry, render_message
-from bot.sandbox.workspace import SandboxWorkspace
+from sandbox.slack.ratelimit import DEFAULT_RATE_LIMITS, RateLimit
+from sandbox.slack.slack_user import Delivery, SlackUser
+from sandbox.slack.transcript import LiveTranscript, render_entry, render_message
+from sandbox.slack.workspace import SandboxWorkspace
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",

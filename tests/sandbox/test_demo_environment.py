@@ -10,7 +10,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from bot.demo_environment import (
+from sandbox.demo_environment import (
     PROJECT_LABEL,
     DemoEnvironmentError,
     ServiceSpec,
@@ -23,7 +23,7 @@ from bot.demo_environment import (
     seed_demo_database,
     table_checksums,
 )
-from bot.throwaway_postgres import ThrowawayPostgres
+from sandbox.throwaway_postgres import ThrowawayPostgres
 from tests.conftest import FreshDatabase, MakeComposeProject
 
 
@@ -50,7 +50,7 @@ async def test_demo_image_is_built_from_scratch_with_busybox(
 ) -> None:
     image = await docker.images.inspect(demo_image)
     assert image["Size"] < 10_000_000  # just busybox and one file
-    assert image["Config"]["Labels"]["rollback-bot.demo"] == "true"
+    assert image["Config"]["Labels"]["rollback-sandbox.demo"] == "true"
 
     again = await build_demo_image(docker, demo_image)  # unchanged context: no rebuild
     assert again == demo_image

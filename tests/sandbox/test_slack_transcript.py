@@ -8,9 +8,9 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.sandbox import LiveTranscript, Message, SandboxWorkspace, render_entry, render_message
-from bot.sandbox.transcript import fold_unchanged
-from tests.bot.conftest import ALICE, INCIDENTS, ONCALL
+from sandbox.slack import LiveTranscript, Message, SandboxWorkspace, render_entry, render_message
+from sandbox.slack.transcript import fold_unchanged
+from tests.sandbox.conftest import ALICE, INCIDENTS, ONCALL
 
 PLAN: dict[str, Any] = {
     "text": "fallback",

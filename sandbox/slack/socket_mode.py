@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from bot.sandbox.models import JsonDict
+from sandbox.slack.models import JsonDict
 
 if TYPE_CHECKING:
-    from bot.sandbox.workspace import SandboxWorkspace
+    from sandbox.slack.workspace import SandboxWorkspace
 
 LINK_PATH = "/link/"
 ACK_TIMEOUT = 3.0
@@ -102,7 +102,7 @@ class SocketConnection:
 
 
 class SocketModeServer:
-    """The Socket Mode side of a :class:`~bot.sandbox.workspace.SandboxWorkspace`
+    """The Socket Mode side of a :class:`~sandbox.slack.workspace.SandboxWorkspace`
     (its ``socket_mode`` attribute); the workspace must be given an ``app_token``."""
 
     def __init__(self, workspace: SandboxWorkspace) -> None:

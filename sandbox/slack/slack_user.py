@@ -1,7 +1,7 @@
 """The Slack platform's side of a conversation with the bot: what a person's actions send.
 
 A :class:`SlackUser` sends what Slack would send when a person in the
-:class:`~bot.sandbox.workspace.SandboxWorkspace` types a slash command or clicks a
+:class:`~sandbox.slack.workspace.SandboxWorkspace` types a slash command or clicks a
 button, as signed HTTP requests to the app's request URL, signed with the app's signing
 secret (or a forged one, or a stale timestamp). A :class:`SocketModeUser` sends the same
 payloads as envelopes over the app's Socket Mode connection.
@@ -21,10 +21,10 @@ from urllib.parse import urlencode
 import aiohttp
 from slack_sdk.signature import SignatureVerifier
 
-from bot.sandbox.blocks import iter_elements
-from bot.sandbox.models import JsonDict, Message
-from bot.sandbox.socket_mode import ACK_TIMEOUT, Envelope
-from bot.sandbox.workspace import SandboxWorkspace
+from sandbox.slack.blocks import iter_elements
+from sandbox.slack.models import JsonDict, Message
+from sandbox.slack.socket_mode import ACK_TIMEOUT, Envelope
+from sandbox.slack.workspace import SandboxWorkspace
 
 FORM = "application/x-www-form-urlencoded"
 
