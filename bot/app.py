@@ -163,28 +163,28 @@ async def serve(
     options: BotOptions = BotOptions(),
 ) -> None:
     """Run the bot until `stop` returns: Socket Mode with SLACK_APP_TOKEN, else HTTP on PORT."""
-    async with open_services(settings, environments) as services:
-        for run in await services.store.recover_interrupted():
-            log.warning(
-                "run %s of %s was interrupted during %s", run.id, run.environment, run.current_step
-            )
-        async with running_app(settings, services, options=options) as app:
-            await check_tokens(app.client, settings)
-            if settings.slack_app_token is not None:
-                from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+    # Runs left behind by a process that died are recovered by the sweeper's first round,
+    # at once, and announced in their channels.
+    async with (
+        open_services(settings, environments) as services,
+        running_app(settings, services, options=options) as app,
+    ):
+        await check_tokens(app.client, settings)
+        if settings.slack_app_token is not None:
+            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
-                handler = AsyncSocketModeHandler(
-                    app,
-                    settings.slack_app_token.get_secret_value(),
-                    web_client=AsyncWebClient(base_url=settings.slack_api_url),
-                )
-                await handler.connect_async()  # type: ignore[no-untyped-call]
-                log.info("connected to Slack in Socket Mode")
-                try:
-                    await stop()
-                finally:
-                    await handler.close_async()  # type: ignore[no-untyped-call]
-            else:
-                async with listening(app, host="0.0.0.0", port=settings.port):
-                    log.info("listening on port %d at %s", settings.port, EVENTS_PATH)
-                    await stop()
+            handler = AsyncSocketModeHandler(
+                app,
+                settings.slack_app_token.get_secret_value(),
+                web_client=AsyncWebClient(base_url=settings.slack_api_url),
+            )
+            await handler.connect_async()  # type: ignore[no-untyped-call]
+            log.info("connected to Slack in Socket Mode")
+            try:
+                await stop()
+            finally:
+                await handler.close_async()  # type: ignore[no-untyped-call]
+        else:
+            async with listening(app, host="0.0.0.0", port=settings.port):
+                log.info("listening on port %d at %s", settings.port, EVENTS_PATH)
+                await stop()

@@ -18,10 +18,13 @@ from bot.resources import open_services
 from bot.settings import Settings, load_settings
 from services import backups as catalogue
 from services import humanize
+from services.bundle import Services
 from services.environments import Environment
 from services.errors import BackupError, ConfigError, RollbackError, UnknownEnvironment
+from services.recovery import Recovery, abort_run, interrupted_run, recover_orphans, resume_run
 from services.undo import expire_old_databases, undo_rollback, undoable_run
 from services.workflow import (
+    RollbackResult,
     plan_rollback,
     rollback_database,
 )
@@ -53,13 +56,7 @@ def _confirm(environment: str) -> bool:
 async def cmd_rollback(args: argparse.Namespace) -> int:
     settings, environments = _load(args)
     async with open_services(settings, environments) as services:
-        interrupted = await services.store.recover_interrupted()
-        for run in interrupted:
-            print(
-                f"warning: run {run.id} of {run.environment} was interrupted during "
-                f"'{run.current_step}'; check that environment's state",
-                file=sys.stderr,
-            )
+        await _recover(services)
         plan = await plan_rollback(services, args.environment, args.backup)
         _out(terminal.plan_lines(plan))
         if args.dry_run:
@@ -75,16 +72,63 @@ async def cmd_rollback(args: argparse.Namespace) -> int:
         return EXIT_OK if result.ok else EXIT_FAILED
 
 
+async def _recover(services: Services) -> list[Recovery]:
+    """Any command that touches an environment first takes over runs whose process died."""
+    recoveries = await recover_orphans(services)
+    for recovery in recoveries:
+        print(
+            f"warning: run {recovery.run_id} of {recovery.environment} was interrupted during "
+            f"'{recovery.interrupted_at}' and has been recovered: {recovery.environment_state}",
+            file=sys.stderr,
+        )
+        for line in (*recovery.actions, *recovery.problems):
+            print(f"  - {line}", file=sys.stderr)
+    if recoveries:
+        print("  choose: rollback-bot resume ENV | rollback-bot abort ENV", file=sys.stderr)
+    return recoveries
+
+
+async def cmd_recover(args: argparse.Namespace) -> int:
+    settings, environments = _load(args)
+    async with open_services(settings, environments) as services:
+        recoveries = await _recover(services)
+    if not recoveries:
+        _out(["No interrupted run to recover."])
+    return EXIT_FAILED if any(r.problems for r in recoveries) else EXIT_OK
+
+
+async def cmd_resume(args: argparse.Namespace) -> int:
+    return await _act_on_interrupted(args, resume_run, "Resume")
+
+
+async def cmd_abort(args: argparse.Namespace) -> int:
+    return await _act_on_interrupted(args, abort_run, "Abort and restore")
+
+
+async def _act_on_interrupted(
+    args: argparse.Namespace,
+    action: Callable[..., Coroutine[Any, Any, RollbackResult]],
+    label: str,
+) -> int:
+    settings, environments = _load(args)
+    async with open_services(settings, environments) as services:
+        await _recover(services)
+        run = await interrupted_run(services, args.environment, args.run)
+        state = (run.result or {}).get("environment_state", "")
+        _out([f"{label} run {run.id} of {run.environment} (now: {state})."])
+        if not args.yes and not _confirm(run.environment):
+            _out(["Not confirmed; nothing was changed."])
+            return EXIT_FAILED
+        result = await action(services, run.id, requested_by=_who(), listener=terminal.StepView())
+        _out(terminal.result_lines(result))
+        return EXIT_OK if result.ok else EXIT_FAILED
+
+
 async def cmd_undo(args: argparse.Namespace) -> int:
     settings, environments = _load(args)
     async with open_services(settings, environments) as services:
-        original = await undoable_run(services, args.environment)
-        if original is None:
-            services.environment(args.environment)  # unknown environment: its own message
-            raise RollbackError(
-                f"Nothing to undo for {args.environment}: its last rollback kept no old "
-                "database (undo an in-place rollback by rolling back to its safety backup)."
-            )
+        await _recover(services)
+        original = await undoable_run(services, args.environment, run_id=args.run)
         _out(
             [
                 f"Undo run {original.id} of {args.environment} (to {original.backup_name}): "
@@ -95,7 +139,11 @@ async def cmd_undo(args: argparse.Namespace) -> int:
             _out(["Not confirmed; nothing was changed."])
             return EXIT_FAILED
         result = await undo_rollback(
-            services, args.environment, requested_by=_who(), listener=terminal.StepView()
+            services,
+            args.environment,
+            requested_by=_who(),
+            listener=terminal.StepView(),
+            run_id=original.id,
         )
         _out(terminal.result_lines(result))
         return EXIT_OK if result.ok else EXIT_FAILED
@@ -104,6 +152,7 @@ async def cmd_undo(args: argparse.Namespace) -> int:
 async def cmd_expire(args: argparse.Namespace) -> int:
     settings, environments = _load(args)
     async with open_services(settings, environments) as services:
+        await _recover(services)  # a dead run's staging database is judged after this
         dropped = await expire_old_databases(services)
     _out([f"dropped {name}" for name in dropped] or ["No old database is past its time."])
     return EXIT_OK
@@ -197,8 +246,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     undo = sub.add_parser("undo", help="swap the pre-rollback database back (swap strategy)")
     undo.add_argument("environment")
+    undo.add_argument("--run", help="the run to undo (default: the last that changed the data)")
     undo.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     undo.set_defaults(handler=cmd_undo)
+
+    recover = sub.add_parser(
+        "recover",
+        help="take over runs whose bot process died and bring their environments back to a "
+        "consistent, running state (for cron; every command does it first)",
+    )
+    recover.set_defaults(handler=cmd_recover)
+    for name, handler, text in (
+        ("resume", cmd_resume, "continue an interrupted, recovered run"),
+        ("abort", cmd_abort, "put an interrupted run's environment back on its pre-rollback data"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("environment")
+        command.add_argument("--run", help="the interrupted run (default: the newest)")
+        command.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        command.set_defaults(handler=handler)
 
     expire = sub.add_parser(
         "expire-old", help="drop old databases kept past keep_old_database_hours (for cron)"

@@ -11,6 +11,8 @@ class ActionId(StrEnum):
     CANCEL = "rollback.cancel"
     CHECKLIST = "rollback.checklist"
     UNDO = "rollback.undo"
+    RESUME = "rollback.resume"
+    ABORT = "rollback.abort"
 
 
 class BlockId(StrEnum):
@@ -27,6 +29,7 @@ class BlockId(StrEnum):
     DECISION = "rollback.decision"
     DATA_LOSS = "rollback.data_loss"
     UNDO = "rollback.undo"
+    RECOVERY = "rollback.recovery"
     FOOTER = "rollback.footer"
 
 

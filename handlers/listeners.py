@@ -300,10 +300,29 @@ async def handle_undo_button(
     _after_ack(rollbacks, body, respond, work)
 
 
+async def handle_recovery_button(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: AsyncRespond,
+    rollbacks: Rollbacks,
+) -> None:
+    """Resume or Abort and restore, on a run that was interrupted and recovered."""
+    await ack()
+    run_id, user = str(action.get("value", "")), body["user"]["id"]
+    if action["action_id"] == ActionId.RESUME.value:
+        work = rollbacks.resume(run_id=run_id, user=user)
+    else:
+        work = rollbacks.abort(run_id=run_id, user=user)
+    _after_ack(rollbacks, body, respond, work)
+
+
 def register(app: AsyncApp) -> None:
     app.command("/rollback", middleware=[authorize_rollback_request])(handle_rollback_command)
     for action_id in (ActionId.APPROVE, ActionId.REJECT, ActionId.CANCEL):
         app.action(action_id.value, middleware=[authorize_decision_click])(handle_decision_button)
     app.action(ActionId.CHECKLIST.value)(handle_checklist)
     app.action(ActionId.UNDO.value, middleware=[authorize_undo_click])(handle_undo_button)
+    for action_id in (ActionId.RESUME, ActionId.ABORT):
+        app.action(action_id.value, middleware=[authorize_undo_click])(handle_recovery_button)
     app.error(handle_error)

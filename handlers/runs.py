@@ -15,6 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from handlers.live import LiveMessages
 from handlers.messages.incident_report import incident_report, incident_report_text
 from handlers.messages.notices import notice_text
+from handlers.messages.recovery_report import recovery_report
 from handlers.messages.run_message import run_message, run_message_text
 from handlers.messages.step_detail import step_failure, step_failure_text
 from handlers.messages.text import as_dicts, fallback
@@ -25,15 +26,16 @@ from services.approvals import BoundPlan, Decision, DecisionOutcome, Directory
 from services.bundle import Services
 from services.checklist import tick_checklist
 from services.environments import Strategy
-from services.events import EventKind, StepEvent
+from services.errors import PreparationFailed, RunOwned
+from services.events import EventKind, Listener, StepEvent
 from services.notifications import Notice, Notifier, notify_contacts
+from services.recovery import abort_run, recover_orphans, resume_run
 from services.run_store import RunRecord
 from services.run_view import load_run_view
 from services.undo import expire_old_databases, undo_rollback
 from services.workflow import (
-    Preparation,
     RollbackPlan,
-    discard_preparation,
+    discard_staging,
     execute_rollback,
     prepare_rollback,
 )
@@ -59,8 +61,6 @@ class Rollbacks:
         self.directory = directory
         self.notifier = notifier
         self._thread_posts: dict[str, list[asyncio.Task[None]]] = {}
-        # swap: staging restores running while approvers read the plan
-        self._preparing: dict[str, tuple[RollbackPlan, asyncio.Task[Preparation]]] = {}
         self._sweeps = 0
         self._planning: dict[str, asyncio.Lock] = {}
 
@@ -115,31 +115,31 @@ class Rollbacks:
         return outcome
 
     def _prepare(self, run_id: str, plan: RollbackPlan) -> None:
-        """Start the non-destructive work now; the cut-over waits for it (and approval)."""
+        """Start the non-destructive work now; the cut-over waits for it (and approval).
+
+        The preparation owns the run in the run store while it works, so an approval
+        handled by any bot process waits for it; a rejection anywhere stops it."""
         if plan.strategy is not Strategy.SWAP:
             return
 
         async def show(event: StepEvent) -> None:
             self.live.refresh(run_id)
 
-        task = self.tasks.spawn(
-            prepare_rollback(self.services, plan, run_id=run_id, listener=show),
-            name=f"prepare-{run_id}",
-        )
-        self._preparing[run_id] = (plan, task)
+        async def prepare() -> None:
+            try:
+                await prepare_rollback(self.services, plan, run_id=run_id, listener=show)
+            except PreparationFailed as error:
+                log.warning("run %s: %s", run_id, error)  # shown by its step; execution stops
+            except RunOwned:
+                pass  # another process prepares or executes it
+            finally:
+                self.live.refresh(run_id)
+
+        self.tasks.spawn(prepare(), name=f"prepare-{run_id}")
 
     def _discard(self, run_id: str) -> None:
         """A run that will not happen leaves no staging database behind."""
-        entry = self._preparing.pop(run_id, None)
-        if entry is None:
-            return
-        plan, task = entry
-
-        async def drop() -> None:
-            preparation = await task
-            await discard_preparation(self.services, plan, preparation)
-
-        self.tasks.spawn(drop(), name=f"discard-{run_id}")
+        self.tasks.spawn(discard_staging(self.services, run_id), name=f"discard-{run_id}")
 
     async def undo(self, *, run_id: str, user: str) -> None:
         """Swap the pre-rollback database back, reporting in the run's thread."""
@@ -150,8 +150,9 @@ class Rollbacks:
             self.live.refresh(run_id)
 
         try:
+            # Exactly the clicked run, never an older run's database.
             result = await undo_rollback(
-                self.services, run.environment, requested_by=user, listener=show
+                self.services, run.environment, requested_by=user, listener=show, run_id=run.id
             )
         finally:
             self.live.refresh(run_id)
@@ -166,30 +167,60 @@ class Rollbacks:
         self.tasks.spawn(self._execute(run_id, plan), name=f"rollback-{run_id}", critical=True)
 
     async def _execute(self, run_id: str, plan: BoundPlan) -> None:
+        try:
+            # Owns the run from here; waits for a preparation still running anywhere.
+            await execute_rollback(
+                self.services, plan.plan, run_id=run_id, listener=self._step_listener(run_id)
+            )
+        finally:
+            await asyncio.shield(self._report(run_id))
+
+    def _step_listener(self, run_id: str) -> Listener:
         async def show(event: StepEvent) -> None:
             # Called inline by the workflow: never wait on Slack here.
             self.live.refresh(run_id)
             if event.kind is EventKind.FAILED:
                 self._post_in_thread(run_id, step_failure(event), step_failure_text(event))
 
-        # Alive from the approval on, also while the preparation finishes.
-        lock = await self.services.store.hold(run_id)
+        return show
+
+    async def resume(self, *, run_id: str, user: str) -> None:
+        """Continue an interrupted, recovered run (an approver chose Resume)."""
         try:
-            preparation = None
-            entry = self._preparing.pop(run_id, None)
-            if entry is not None:
-                preparation = await entry[1]
-            await execute_rollback(
-                self.services,
-                plan.plan,
-                run_id=run_id,
-                listener=show,
-                preparation=preparation,
-                liveness_held=True,
+            await resume_run(
+                self.services, run_id, requested_by=user, listener=self._step_listener(run_id)
             )
         finally:
-            await asyncio.shield(self.services.store.release(lock, run_id))
             await asyncio.shield(self._report(run_id))
+
+    async def abort(self, *, run_id: str, user: str) -> None:
+        """Put an interrupted run's environment back on its pre-rollback data."""
+        try:
+            result = await abort_run(
+                self.services, run_id, requested_by=user, listener=self._step_listener(run_id)
+            )
+        finally:
+            self.live.refresh(run_id)
+        run = await self.services.store.get(run_id)
+        await self._thread(run, *undo_finished(result))
+        await self.notify(run_id, Notice.FINISHED)
+
+    async def recover(self) -> int:
+        """Take over runs whose bot process died, then tell their channels (any process
+        may have recovered them: each recovery is announced once)."""
+        recoveries = await recover_orphans(self.services)
+        for recovery in recoveries:
+            log.warning(
+                "run %s of %s recovered: %s",
+                recovery.run_id,
+                recovery.environment,
+                recovery.environment_state,
+            )
+        for run in await self.services.store.unannounced_recoveries():
+            self.live.refresh(run.id)
+            await self._thread(run, *recovery_report(run))
+            await self.notify(run.id, Notice.RECOVERED)
+        return len(recoveries)
 
     async def _report(self, run_id: str) -> None:
         await self.live.flush(run_id)
@@ -243,6 +274,7 @@ class Rollbacks:
         self.live.refresh(run_id)
 
     async def sweep_once(self) -> None:
+        await self.recover()
         result = await approvals.sweep(self.services)
         for run in result.expired:
             self._discard(run.id)

@@ -225,7 +225,9 @@ _CLOSED = {
     RunStatus.REJECTED: "This rollback was rejected.",
     RunStatus.CANCELLED: "This rollback was cancelled.",
     RunStatus.EXPIRED: "This request expired without enough approvals; request a new rollback.",
-    RunStatus.INTERRUPTED: "This rollback was interrupted; check the environment's state.",
+    RunStatus.INTERRUPTED: "This rollback was interrupted and recovered; an approver may "
+    "Resume it or Abort and restore.",
+    RunStatus.ABORTED: "This rollback was interrupted, then aborted.",
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -11,7 +11,7 @@ from services.containers import Runtime
 from services.environments import Environment
 from services.errors import UnknownEnvironment
 from services.pgtools import PgTools
-from services.run_store import RunStore
+from services.run_store import RunStore, process_identity
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,8 @@ class Services:
     http: aiohttp.ClientSession
     tools: PgTools
     store: RunStore
+    # This process, as the owner of the runs it executes (leases in the run store).
+    owner: str = field(default_factory=process_identity)
 
     def environment(self, name: str) -> Environment:
         try:

@@ -167,8 +167,37 @@ async def dump_database(
     return backup
 
 
+# psql prints this line with the transaction's id right after each BEGIN of ours.
+_XID_MARK = "rollback-bot-xid "
+_XID_QUERY = f"SELECT '{_XID_MARK}' || txid_current();\n".encode()
+
+# Called with ("wipe" | "restore", transaction id) before that transaction's COMMIT is sent.
+TransactionHook = Callable[[str, int], Awaitable[None]]
+
+
+async def _no_hook(label: str, xid: int) -> None:
+    """For callers that do not journal the restore's transactions."""
+
+
+async def transaction_status(target: DatabaseTarget, xid: int) -> str | None:
+    """'committed', 'aborted', 'in progress', or None (too old to know): how a transaction
+    of a process that died ended, which tells whether its restore is live."""
+    connection = await connect(target)
+    try:
+        status = await connection.fetchval("SELECT txid_status($1)", xid)
+    except asyncpg.PostgresError as error:
+        raise DatabaseError("Cannot read a transaction's status", str(error)) from error
+    finally:
+        await connection.close()
+    return None if status is None else str(status)
+
+
 async def restore_in_place(
-    target: DatabaseTarget, backup: Backup, *, wipe_first: bool = False
+    target: DatabaseTarget,
+    backup: Backup,
+    *,
+    wipe_first: bool = False,
+    on_transaction: TransactionHook = _no_hook,
 ) -> None:
     """Make the database exactly the backup, in one transaction: all of it or none of it.
 
@@ -176,6 +205,9 @@ async def restore_in_place(
     and COMMIT (after the wipe). COMMIT is sent only once pg_restore has read the whole
     archive; on any error psql stops (ON_ERROR_STOP) or its input ends without COMMIT,
     and PostgreSQL rolls the transaction back, leaving the live data as it was.
+
+    `on_transaction` gets each transaction's id before its COMMIT is sent: whoever finds
+    the run interrupted asks the server how that transaction ended instead of guessing.
     """
     producer = await asyncio.create_subprocess_exec(
         target.tools.pg_restore,
@@ -192,16 +224,25 @@ async def restore_in_place(
             "--no-psqlrc",
             "--quiet",
             "--set=ON_ERROR_STOP=1",
+            "--tuples-only",
+            "--no-align",
             "--file=-",
             stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, **target.libpq_env},
         )
+        xids: asyncio.Queue[int] = asyncio.Queue()
+        xid_task = asyncio.ensure_future(_read_xids(consumer.stdout, xids))
         psql_err_task = asyncio.ensure_future(_read_all(consumer.stderr))
         restore_err_task = asyncio.ensure_future(_read_all(producer.stderr))
-        committed = await _relay(producer, consumer, wipe_first=wipe_first)
-        await consumer.wait()
+        try:
+            committed = await _relay(
+                producer, consumer, wipe_first=wipe_first, xids=xids, on_transaction=on_transaction
+            )
+            await consumer.wait()
+        finally:
+            await asyncio.gather(xid_task, return_exceptions=True)
         psql_err, restore_err = await psql_err_task, await restore_err_task
     except BaseException:
         if consumer is not None:
@@ -231,11 +272,36 @@ async def _read_all(stream: asyncio.StreamReader | None) -> str:
     return (await stream.read()).decode(errors="replace")
 
 
+async def _read_xids(stream: asyncio.StreamReader | None, xids: asyncio.Queue[int]) -> None:
+    """Drain psql's output (the script's SELECTs print too), keeping our transaction ids."""
+    assert stream is not None
+    while line := await stream.readline():
+        text = line.decode(errors="replace").strip()
+        if text.startswith(_XID_MARK):
+            xids.put_nowait(int(text[len(_XID_MARK) :]))
+
+
+async def _transaction_id(consumer: asyncio.subprocess.Process, xids: asyncio.Queue[int]) -> int:
+    """The id psql printed for the transaction just begun (psql runs its input in order)."""
+    getter = asyncio.ensure_future(xids.get())
+    ended = asyncio.ensure_future(consumer.wait())
+    try:
+        await asyncio.wait({getter, ended}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            return getter.result()
+    finally:
+        getter.cancel()
+        ended.cancel()
+    raise BrokenPipeError("psql did not report its transaction")
+
+
 async def _relay(
     producer: asyncio.subprocess.Process,
     consumer: asyncio.subprocess.Process,
     *,
     wipe_first: bool,
+    xids: asyncio.Queue[int],
+    on_transaction: TransactionHook,
 ) -> bool:
     """Copy pg_restore's script into psql inside BEGIN … COMMIT; True if COMMIT was sent.
 
@@ -245,13 +311,20 @@ async def _relay(
     source, sink = producer.stdout, consumer.stdin
     assert source is not None and sink is not None
     try:
-        wipe = b"BEGIN;\n" + WIPE_SQL.encode() + b"\n"
-        sink.write(wipe + b"COMMIT;\nBEGIN;\n" if wipe_first else wipe)
+        sink.write(b"BEGIN;\n" + _XID_QUERY + WIPE_SQL.encode() + b"\n")
+        await sink.drain()
+        xid = await _transaction_id(consumer, xids)
+        if wipe_first:
+            await on_transaction("wipe", xid)
+            sink.write(b"COMMIT;\nBEGIN;\n" + _XID_QUERY)
+            await sink.drain()
+            xid = await _transaction_id(consumer, xids)
         while chunk := await source.read(1 << 20):
             sink.write(chunk)
             await sink.drain()
         if await producer.wait() != 0:
             return False
+        await on_transaction("restore", xid)
         sink.write(b"\nCOMMIT;\n")
         await sink.drain()
         return True

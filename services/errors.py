@@ -75,6 +75,18 @@ class RestoreFailed(DatabaseError):
         super().__init__(message, detail)
 
 
+class PreparationFailed(RollbackError):
+    """The swap's staging restore failed before anything was stopped; the run ends there."""
+
+
+class RunOwned(RollbackError):
+    """Another live bot process owns the run (it is executing or recovering it)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"Run {run_id} is being handled by another bot process.")
+
+
 class RunConflict(RollbackError):
     """Another rollback of this environment is active."""
 

@@ -23,6 +23,7 @@ class Notice(StrEnum):
     REQUESTED = "requested"
     ESCALATED = "escalated"
     FINISHED = "finished"
+    RECOVERED = "recovered"  # its process died; the environment was brought back
 
 
 class Notifier(Protocol):

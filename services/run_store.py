@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
-from dataclasses import dataclass
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from importlib import resources
@@ -14,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from services.errors import DatabaseError, RunConflict, RunNotFound
+from services.errors import DatabaseError, RunConflict, RunNotFound, RunOwned
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,8 @@ class RunStatus(StrEnum):
     REJECTED = "rejected"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
-    INTERRUPTED = "interrupted"
+    INTERRUPTED = "interrupted"  # its process died; recovered, waiting for Resume or Abort
+    ABORTED = "aborted"  # interrupted, then an approver chose Abort and restore
 
 
 ACTIVE = (
@@ -62,6 +67,9 @@ class RunRecord:
     slack_channel: str | None = None
     slack_ts: str | None = None
     escalated_at: datetime | None = None
+    journal: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None
+    lease_until: datetime | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> RunRecord:
@@ -83,6 +91,9 @@ class RunRecord:
             slack_channel=row["slack_channel"],
             slack_ts=row["slack_ts"],
             escalated_at=row["escalated_at"],
+            journal=json.loads(row["journal"]),
+            owner=row["owner"],
+            lease_until=row["lease_until"],
         )
 
 
@@ -142,6 +153,30 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
 
 def new_run_id() -> str:
     return "rb-" + secrets.token_hex(4)
+
+
+def process_identity() -> str:
+    """Who owns a run: host, process and a nonce (a restarted process is someone else)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _lock_key(run_id: str) -> str:
+    return f"rollback-bot:{run_id}"
+
+
+class LeaseLost(Exception):
+    """Another process took the run over (this one was judged dead)."""
+
+
+@dataclass
+class Lease:
+    """This process's ownership of a run: an advisory lock on a connection of its own
+    (gone the moment the process dies) and `owner`/`lease_until` on the run, renewed."""
+
+    run_id: str
+    owner: str
+    connection: asyncpg.pool.PoolConnectionProxy
+    lost: bool = False
 
 
 class RunStore:
@@ -385,47 +420,212 @@ class RunStore:
         )
         return row is not None
 
-    async def hold(self, run_id: str) -> asyncpg.pool.PoolConnectionProxy:
-        """A connection holding the run's liveness lock while this process executes it."""
-        connection = await self._pool.acquire()
-        await connection.execute("SELECT pg_advisory_lock(hashtext($1))", run_id)
-        return connection
+    async def record(self, run_id: str, step: str | None = None, **facts: Any) -> None:
+        """Merge facts into the run's journal (what it changed), with an audit event.
 
-    async def release(self, connection: asyncpg.pool.PoolConnectionProxy, run_id: str) -> None:
-        """Give up the liveness lock; a lost connection has lost it already."""
+        Called before a destructive action (its intent) and after it (its outcome), so a
+        process that takes the run over knows exactly what was changed."""
+        payload = json.dumps(facts, default=str)
         try:
-            await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", run_id)
+            async with self._pool.acquire() as connection, connection.transaction():
+                await connection.execute(
+                    "UPDATE runs SET journal = journal || $2::jsonb, updated_at = now()"
+                    " WHERE id = $1",
+                    run_id,
+                    payload,
+                )
+                await connection.execute(
+                    "INSERT INTO run_events (run_id, kind, step, detail)"
+                    " VALUES ($1, 'journal', $2, $3)",
+                    run_id,
+                    step,
+                    payload,
+                )
+        except (OSError, asyncpg.PostgresError) as error:
+            raise DatabaseError(
+                "The run store cannot record the run's progress", str(error)
+            ) from error
+
+    async def unannounced_recoveries(self) -> list[RunRecord]:
+        """Recovered runs whose channel has not been told yet; each is returned to exactly
+        one caller (compare-and-set on the journal)."""
+        rows = await self._pool.fetch(
+            "UPDATE runs SET journal = journal || '{\"announced\": true}', updated_at = now()"
+            " WHERE status = 'interrupted' AND result ? 'recovery'"
+            " AND NOT journal ? 'announced' RETURNING *"
+        )
+        return [RunRecord.from_row(r) for r in rows]
+
+    async def forget(self, run_id: str, keys: list[str]) -> None:
+        """Drop facts of an earlier attempt from the journal (a resumed run starts afresh)."""
+        await self._pool.execute(
+            "UPDATE runs SET journal = journal - $2::text[], updated_at = now() WHERE id = $1",
+            run_id,
+            keys,
+        )
+
+    async def transition(
+        self, run_id: str, *, to: RunStatus, expect: tuple[RunStatus, ...], owner: str | None = None
+    ) -> bool:
+        """Compare-and-set a run's status; with `owner`, only while this process owns it."""
+        finished = to not in ACTIVE
+        try:
+            row = await self._transition(run_id, to, expect, owner, finished)
+        except asyncpg.UniqueViolationError:
+            active = await self.active_run((await self.get(run_id)).environment)
+            raise RunConflict(
+                active.environment if active else run_id,
+                active.id if active else "?",
+                active.requested_by if active else "another process",
+            ) from None
+        return row is not None
+
+    async def _transition(
+        self,
+        run_id: str,
+        to: RunStatus,
+        expect: tuple[RunStatus, ...],
+        owner: str | None,
+        finished: bool,
+    ) -> asyncpg.Record | None:
+        return await self._pool.fetchrow(
+            "UPDATE runs SET status = $2,"
+            " started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, now())"
+            "   ELSE started_at END,"
+            " finished_at = CASE WHEN $4 THEN now() ELSE finished_at END, updated_at = now()"
+            " WHERE id = $1 AND status = ANY($3::text[])"
+            " AND ($5::text IS NULL OR owner = $5) RETURNING id",
+            run_id,
+            to.value,
+            [s.value for s in expect],
+            finished,
+            owner,
+        )
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self,
+        run_id: str,
+        *,
+        owner: str,
+        ttl_seconds: float = 30.0,
+        wait_seconds: float = 0.0,
+    ) -> AsyncIterator[Lease]:
+        """Own the run while the block runs: its advisory lock (waiting up to `wait_seconds`
+        for the current owner, e.g. a preparation, to finish) and a renewed lease.
+
+        Raises RunConflict if another live process owns it."""
+        connection = await self._pool.acquire()
+        renewer: asyncio.Task[None] | None = None
+        lease = Lease(run_id, owner, connection)
+        try:
+            deadline = asyncio.get_running_loop().time() + wait_seconds
+            while not await connection.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext($1))", _lock_key(run_id)
+            ):
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise RunOwned(run_id)
+                await asyncio.sleep(0.2)
+            await connection.execute(
+                "UPDATE runs SET owner = $2, lease_until = now() + make_interval(secs => $3)"
+                " WHERE id = $1",
+                run_id,
+                owner,
+                ttl_seconds,
+            )
+            renewer = asyncio.create_task(self._renew(lease, ttl_seconds), name=f"lease-{run_id}")
+            yield lease
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await renewer
+            await asyncio.shield(self._give_up(lease))
+
+    async def _renew(self, lease: Lease, ttl_seconds: float) -> None:
+        while True:
+            await asyncio.sleep(ttl_seconds / 3)
+            try:
+                row = await self._pool.fetchrow(
+                    "UPDATE runs SET lease_until = now() + make_interval(secs => $3)"
+                    " WHERE id = $1 AND owner = $2 RETURNING id",
+                    lease.run_id,
+                    lease.owner,
+                    ttl_seconds,
+                )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.warning("run %s: lease not renewed (run store unreachable)", lease.run_id)
+                continue
+            if row is None:
+                lease.lost = True
+                log.error("run %s: another process took the run over", lease.run_id)
+                return
+
+    async def _give_up(self, lease: Lease) -> None:
+        """Release ownership; a lost connection has released the lock already."""
+        connection = lease.connection
+        try:
+            await connection.execute(
+                "UPDATE runs SET owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $2",
+                lease.run_id,
+                lease.owner,
+            )
+            await connection.execute(
+                "SELECT pg_advisory_unlock(hashtext($1))", _lock_key(lease.run_id)
+            )
         except (asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
-            log.warning("run %s: liveness lock went with its connection", run_id)
+            log.warning("run %s: ownership went with its connection", lease.run_id)
         finally:
             with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
                 await self._pool.release(connection)
 
-    async def recover_interrupted(self) -> list[RunRecord]:
-        """Runs left approved or running by a process that died (its liveness lock is free).
-
-        Left active, they would keep their environment locked for good."""
-        recovered = []
+    async def orphaned_runs(self, *, unowned_grace: float = 15.0) -> list[RunRecord]:
+        """Runs approved or running whose owner is gone: its advisory lock is free (the
+        process died) or its lease expired long ago (the process hangs; it is cut off)."""
+        found = []
         for run in await self.active_runs():
             if run.status not in (RunStatus.APPROVED, RunStatus.RUNNING):
                 continue
             async with self._pool.acquire() as connection:
-                if not await connection.fetchval(
-                    "SELECT pg_try_advisory_lock(hashtext($1))", run.id
-                ):
-                    continue  # its process is alive
-                try:
-                    changed = await self.update(
-                        run.id, status=RunStatus.INTERRUPTED, expect=(run.status,)
+                free = await connection.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtext($1))", _lock_key(run.id)
+                )
+                if free:
+                    await connection.execute(
+                        "SELECT pg_advisory_unlock(hashtext($1))", _lock_key(run.id)
                     )
-                    if changed:
-                        await self.append_event(
-                            run.id,
-                            "interrupted",
-                            step=run.current_step,
-                            detail={"note": "the process running it stopped"},
-                        )
-                        recovered.append(await self.get(run.id))
-                finally:
-                    await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", run.id)
-        return recovered
+                elif await self._lease_expired(connection, run.id):
+                    # A hung owner still holds the lock: end its session, so that it can
+                    # change nothing more, and let recovery take the run.
+                    await connection.execute(
+                        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l"
+                        " WHERE l.locktype = 'advisory' AND l.granted"
+                        " AND l.objid = hashtext($1)::oid AND l.pid <> pg_backend_pid()",
+                        _lock_key(run.id),
+                    )
+                    free = True
+            # An approved run nobody owns yet may be about to be taken by the process that
+            # approved it: it is an orphan only once it has stayed so for a while.
+            if free and (run.owner is not None or await self._unowned_for(run.id, unowned_grace)):
+                found.append(run)
+        return found
+
+    async def _unowned_for(self, run_id: str, seconds: float) -> bool:
+        return bool(
+            await self._pool.fetchval(
+                "SELECT owner IS NULL AND updated_at < now() - make_interval(secs => $2)"
+                " FROM runs WHERE id = $1",
+                run_id,
+                seconds,
+            )
+        )
+
+    @staticmethod
+    async def _lease_expired(connection: asyncpg.pool.PoolConnectionProxy, run_id: str) -> bool:
+        return bool(
+            await connection.fetchval(
+                "SELECT lease_until IS NOT NULL AND lease_until < now() - interval '30 seconds'"
+                " FROM runs WHERE id = $1",
+                run_id,
+            )
+        )

@@ -136,6 +136,9 @@ _TIMELINE_WORDS = {
     "expired": "request expired",
     "cancelled": "cancelled",
     "interrupted": "interrupted",
+    "recovered": "interrupted (its process stopped) and recovered by another bot process",
+    "resumed": "chose Resume",
+    "aborted": "chose Abort and restore",
 }
 
 

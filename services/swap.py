@@ -75,6 +75,17 @@ class SwapNames:
         tag = run_id.replace("-", "_")
         return cls(live, f"{live[:40]}__rb_staging_{tag}", f"{live[:40]}__rb_old_{tag}")
 
+    def facts(self) -> dict[str, str]:
+        """The names as the run's journal keeps them."""
+        return {"live_database": self.live, "staging": self.staging, "old_database": self.old}
+
+    @classmethod
+    def from_facts(cls, facts: dict[str, object]) -> SwapNames | None:
+        live, staging, old = (facts.get(k) for k in ("live_database", "staging", "old_database"))
+        if isinstance(live, str) and isinstance(staging, str) and isinstance(old, str):
+            return cls(live, staging, old)
+        return None
+
 
 @dataclass(frozen=True)
 class Room:
@@ -416,6 +427,23 @@ async def staging_databases(target: DatabaseTarget) -> list[tuple[str, str]]:
     finally:
         await connection.close()
     return [(r["datname"], r["datname"][len(prefix) :].replace("_", "-")) for r in rows]
+
+
+async def allow_connections(target: DatabaseTarget, name: str) -> bool:
+    """Let connections to `name` in again if a cut-over left them refused; True if it had."""
+    connection = await maintenance(target)
+    try:
+        allowed = await connection.fetchval(
+            "SELECT datallowconn FROM pg_database WHERE datname = $1", name
+        )
+        if allowed is False:
+            await connection.execute(f"ALTER DATABASE {_ident(name)} WITH ALLOW_CONNECTIONS true")
+            return True
+        return False
+    except asyncpg.PostgresError as error:
+        raise DatabaseError(f"Cannot allow connections to {name}", str(error)) from error
+    finally:
+        await connection.close()
 
 
 async def database_exists(target: DatabaseTarget, name: str) -> bool:

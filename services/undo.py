@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -26,33 +25,75 @@ from services.workflow import (
 )
 
 
-async def undoable_run(services: Services, environment_name: str) -> RunRecord | None:
-    """The environment's last rollback, if it was a swap whose old database is still kept."""
-    for run in await services.store.recent_runs(environment_name, 20):
-        if run.kind == "undo" and run.status is RunStatus.SUCCEEDED:
-            return None  # already undone
-        if run.kind != "database" or run.status is not RunStatus.SUCCEEDED:
-            continue
-        result = run.result or {}
-        if result.get("old_database") and not result.get("old_database_dropped"):
-            return run
+def changed_live_data(run: RunRecord) -> bool:
+    """Did this run leave the live database different from before it (net of its own
+    compensation)? Runs that changed nothing are passed over when looking for what to undo."""
+    journal = run.journal
+    if run.kind == "undo":
+        return run.status is RunStatus.SUCCEEDED or journal.get("swap_back") == "done"
+    if not journal:  # recorded before runs kept a journal
+        return run.status is RunStatus.SUCCEEDED
+    if journal.get("cutover") == "done" or "swap_back" in journal:
+        return journal.get("swap_back") != "done"
+    return journal.get("restore") == "committed" and journal.get("undo_restore") != "committed"
+
+
+def _old_database(run: RunRecord) -> str | None:
+    result = run.result or {}
+    name = result.get("old_database")
+    if not name or result.get("old_database_dropped") or result.get("undone_by"):
         return None
-    return None
+    return str(name)
+
+
+async def undoable_run(
+    services: Services, environment_name: str, *, run_id: str | None = None
+) -> RunRecord:
+    """The run an undo will revert: the one named, or the environment's last run that
+    changed its data. Either must be a swap whose old database is still kept, and the
+    last to have changed the data; otherwise a clear refusal, never an older run's database."""
+    environment = services.environment(environment_name)
+    recent = await services.store.recent_runs(environment.name, 50)
+    latest = next((r for r in recent if r.status not in ACTIVE and changed_live_data(r)), None)
+    if run_id is not None:
+        named = await services.store.get(run_id)
+        if named.environment != environment.name:
+            raise RollbackError(f"Run {run_id} is not a rollback of {environment.name}.")
+        if latest is not None and latest.id != named.id:
+            raise RollbackError(
+                f"Run {run_id} cannot be undone: run {latest.id} changed {environment.name}'s "
+                "data after it (undo that one first)."
+            )
+        latest = named
+    if latest is None or latest.kind == "undo":
+        raise RollbackError(
+            f"Nothing to undo for {environment.name}: no rollback changed its data since the "
+            "last undo."
+        )
+    if _old_database(latest) is None:
+        raise RollbackError(
+            f"Run {latest.id} of {environment.name} kept no old database to swap back "
+            "(in-place rollbacks are undone by rolling back to their safety backup; an old "
+            "database is dropped after keep_old_database_hours)."
+        )
+    return latest
 
 
 async def undo_rollback(
-    services: Services, environment_name: str, *, requested_by: str, listener: Listener
+    services: Services,
+    environment_name: str,
+    *,
+    requested_by: str,
+    listener: Listener,
+    run_id: str | None = None,
 ) -> RollbackResult:
-    """Swap the pre-rollback database back: stop, two renames, start, health."""
+    """Swap the pre-rollback database of exactly one run back: stop, two renames, start,
+    health. `run_id`: the run to undo (default: the last one that changed the data)."""
     environment = services.environment(environment_name)
-    original = await undoable_run(services, environment.name)
+    original = await undoable_run(services, environment.name, run_id=run_id)
     target = target_for(services, environment)
-    if original is None or original.result is None:
-        raise RollbackError(
-            f"Nothing to undo for {environment.name}: its last rollback kept no old database "
-            "(in-place rollbacks are undone by rolling back to their safety backup)."
-        )
-    old = str(original.result["old_database"])
+    old = _old_database(original)
+    assert old is not None and original.result is not None
     if not await swap.database_exists(target, old):
         raise RollbackError(f"The old database {old} of run {original.id} no longer exists.")
     await services.runtime.ping()
@@ -60,55 +101,76 @@ async def undo_rollback(
         environment=environment.name,
         kind="undo",
         requested_by=requested_by,
-        status=RunStatus.RUNNING,
+        status=RunStatus.APPROVED,
         plan={"undo_of": original.id, "old_database": old},
         strategy=Strategy.SWAP.value,
     )
     run_id = run_record.id
-    names = swap.SwapNames(
-        target.name, f"{target.name[:40]}__rb_undone_{run_id.replace('-', '_')}", old
-    )
+    names = swap.SwapNames(target.name, swap.SwapNames.for_run(target.name, run_id).old, old)
     plan = await _undo_plan(services, environment, original)
     recorder = StepRecorder(services, run_id, listener)
     run = Execution(services, plan, recorder)
     result = RollbackResult(run_id=run_id, ok=False, strategy=Strategy.SWAP.value)
-    lock = await services.store.hold(run_id)
-    try:
+    async with services.store.lease(run_id, owner=services.owner) as lease:
+        await services.store.transition(
+            run_id, to=RunStatus.RUNNING, expect=(RunStatus.APPROVED,), owner=lease.owner
+        )
         try:
             await run.stop()
             async with recorder.step(Step.SWAP_BACK) as record:
+                await recorder.journal(
+                    Step.SWAP_BACK,
+                    swap_back="started",
+                    undo_of=original.id,
+                    live_database=names.live,
+                    incoming=names.old,
+                    aside=names.staging,
+                )
                 run.database_unavailable_seconds = await swap.swap_back(
                     target, names, names.staging
                 )
+                await recorder.journal(Step.SWAP_BACK, swap_back="done")
                 record.message = (
-                    f"{names.live} holds the pre-rollback data again; the rolled-back one is "
-                    f"kept as {names.staging}"
+                    f"{names.live} holds the pre-rollback data of run {original.id} again; the "
+                    f"rolled-back one is kept as {names.staging}"
                 )
+            await services.store.update(
+                original.id, result={**original.result, "undone_by": run_id}
+            )
             await run.start()
             await run.check_health()
             if run.down_since is not None:
                 result.downtime_seconds = time.monotonic() - run.down_since
             result.ok = True
-            result.old_database = names.staging
+        except Exception as failure:  # whatever failed, restart what was stopped
+            result.error = str(failure)
+        recorder.best_effort = True  # from here on, reporting must not stop the way back
+        result.old_database = names.staging if await _exists(target, names.staging) else None
+        if result.old_database is not None:
             result.keep_old_until = datetime.now(UTC) + timedelta(
                 hours=environment.keep_old_database_hours
             )
-            await services.store.update(
-                original.id, result={**original.result, "undone_by": run_id}
-            )
-        except Exception as failure:  # whatever failed, restart what was stopped
-            result.error = str(failure)
         restarted = await run.restart_stopped()
         state = await describe_state(run)
+        swapped = result.old_database is not None
         verdict = (
-            f"{environment.name} is back on its pre-rollback data" if result.ok else "undo failed"
+            f"{environment.name} is back on the data from before run {original.id}"
+            if swapped
+            else f"undo failed before the swap; {environment.name}'s data is unchanged"
         )
+        if not result.ok and swapped:
+            verdict += " but the undo did not finish"
         result.environment_state = "; ".join(p for p in (verdict, restarted, state) if p)
         collect_result(result, recorder, run)
         await finish_run(services, run_id, result)
         return result
-    finally:
-        await asyncio.shield(services.store.release(lock, run_id))
+
+
+async def _exists(target: database.DatabaseTarget, name: str) -> bool:
+    try:
+        return await swap.database_exists(target, name)
+    except RollbackError:
+        return False
 
 
 async def _undo_plan(

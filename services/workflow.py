@@ -22,6 +22,7 @@ from services.environments import Environment, Strategy
 from services.errors import (
     ContainerError,
     NoContainers,
+    PreparationFailed,
     RestoreFailed,
     RollbackError,
     RunConflict,
@@ -207,6 +208,15 @@ class StepRecorder:
         except Exception:  # a broken display must never break the rollback
             log.exception("listener failed on %s", event)
 
+    async def journal(self, step: Step, **facts: object) -> None:
+        """Record what this step is about to change or has changed (see recovery)."""
+        try:
+            await self.services.store.record(self.run_id, step.value, **facts)
+        except Exception:
+            if not self.best_effort:
+                raise
+            log.exception("run %s: could not journal %s", self.run_id, facts)
+
     async def progress(self, step: Step, message: str) -> None:
         await self.emit(StepEvent(self.run_id, step, EventKind.PROGRESS, message))
 
@@ -245,6 +255,14 @@ def _names(containers: Sequence[Container]) -> str:
     return shown + (f" and {len(containers) - 5} more" if len(containers) > 5 else "")
 
 
+def container_refs(containers: Sequence[Container]) -> list[dict[str, str]]:
+    """Containers as the journal keeps them (id and name, each once)."""
+    seen: dict[str, str] = {}
+    for container in containers:
+        seen.setdefault(container.id, container.name)
+    return [{"id": cid, "name": name} for cid, name in seen.items()]
+
+
 class Execution:
     """The destructive part of one run, with what it changed so far (for compensation)."""
 
@@ -266,6 +284,10 @@ class Execution:
         async with self.recorder.step(Step.STOP) as record:
             current = await self.services.runtime.containers(self.env.compose_project)
             running = [c for c in current if c.running]
+            # Before anything stops: whoever takes this run over starts exactly these again.
+            await self.recorder.journal(
+                Step.STOP, stopping=container_refs([*self.stopped, *running])
+            )
             self.down_since = time.monotonic()
             outcomes = await self.services.runtime.stop(running, self.env.stop_timeout_seconds)
             # Added to, not replaced: after a failed start some are stopped already.
@@ -283,12 +305,22 @@ class Execution:
 
     async def safety_backup(self) -> None:
         async with self.recorder.step(Step.SAFETY_BACKUP) as record:
+            await self.recorder.journal(
+                Step.SAFETY_BACKUP, safety_backup=str(self.plan.safety_backup)
+            )
             self.safety = await database.dump_database(
                 self.target,
                 self.plan.safety_backup,
                 compression=self.env.safety_backup_compression,
             )
+            await self.recorder.journal(Step.SAFETY_BACKUP, safety_backup_done=True)
             record.message = f"{self.safety.name} ({self.safety.size_bytes / 1e6:.1f} MB)"
+
+    def _journal_transaction(self, step: Step, prefix: str) -> database.TransactionHook:
+        async def hook(label: str, xid: int) -> None:
+            await self.recorder.journal(step, **{f"{prefix}{label}_xid": xid})
+
+        return hook
 
     async def restore(self) -> None:
         async with self.recorder.step(Step.RESTORE) as record:
@@ -297,9 +329,15 @@ class Execution:
                 await self.recorder.progress(Step.RESTORE, f"ended {ended} other session(s)")
             await self.recorder.progress(Step.RESTORE, f"restoring {self.plan.backup.name}")
             began = time.monotonic()
+            await self.recorder.journal(
+                Step.RESTORE, restore="started", wipe_first=self.plan.wipe_first
+            )
             try:
                 await database.restore_in_place(
-                    self.target, self.plan.backup, wipe_first=self.plan.wipe_first
+                    self.target,
+                    self.plan.backup,
+                    wipe_first=self.plan.wipe_first,
+                    on_transaction=self._journal_transaction(Step.RESTORE, ""),
                 )
             except RestoreFailed as error:
                 self.database_changed = error.may_have_committed
@@ -309,12 +347,17 @@ class Execution:
                 raise
             self.database_changed = True
             self.database_unavailable_seconds = time.monotonic() - began
+            await self.recorder.journal(Step.RESTORE, restore="committed")
             record.message = f"{self.plan.backup.name} restored"
 
     async def cut_over(self, names: swap.SwapNames) -> None:
         async with self.recorder.step(Step.CUTOVER) as record:
+            # Connections to the live database are refused during the renames; recovery
+            # allows them again and reads which names exist to know if they happened.
+            await self.recorder.journal(Step.CUTOVER, cutover="started", **names.facts())
             seconds = await swap.cut_over(self.target, names)
             self.swapped = True
+            await self.recorder.journal(Step.CUTOVER, cutover="done")
             self.database_unavailable_seconds = seconds
             record.message = (
                 f"{names.live} is the backup now; the old one is kept as {names.old} "
@@ -379,7 +422,13 @@ class Execution:
                 async with self.recorder.step(Step.UNDO_RESTORE) as record:
                     await database.wait_until_ready(self.target, 120)
                     await database.terminate_sessions(self.target)
-                    await database.restore_in_place(self.target, self.safety)
+                    await self.recorder.journal(Step.UNDO_RESTORE, undo_restore="started")
+                    await database.restore_in_place(
+                        self.target,
+                        self.safety,
+                        on_transaction=self._journal_transaction(Step.UNDO_RESTORE, "undo_"),
+                    )
+                    await self.recorder.journal(Step.UNDO_RESTORE, undo_restore="committed")
                     await database.analyze(self.target)
                     record.message = f"{self.safety.name} restored"
                 self.database_changed = False
@@ -405,8 +454,10 @@ class Execution:
         try:
             await self.stop()  # what runs on the rolled-back database, if anything
             async with self.recorder.step(Step.SWAP_BACK) as record:
+                await self.recorder.journal(Step.SWAP_BACK, swap_back="started")
                 await swap.swap_back(self.target, names, names.staging)
                 self.swapped = False
+                await self.recorder.journal(Step.SWAP_BACK, swap_back="done")
                 record.message = f"{names.live} is the pre-rollback database again"
             notes.append("undone automatically: the database is back on its pre-rollback data")
             await asyncio.shield(swap.drop_database(self.target, names.staging))
@@ -427,19 +478,25 @@ class Preparation:
     note: str = ""
 
 
-async def prepare_rollback(
-    services: Services, plan: RollbackPlan, *, run_id: str, listener: Listener
-) -> Preparation:
-    """Non-destructive work that may start before approval (the application keeps running).
+def _prepared_for(plan: RollbackPlan) -> str:
+    """What a staging database was restored from: a different file needs a new one."""
+    return f"{plan.backup.name}|{plan.backup.identity}"
 
-    For a swap: restore the backup into a staging database and compare row counts with
-    the live one. If that fails, the run falls back to in-place, and says why.
-    """
-    if plan.strategy is not Strategy.SWAP:
-        return Preparation(None, note=plan.strategy_note)
-    recorder = StepRecorder(services, run_id, listener)
+
+# While a run waits for approval, its preparation owns it; these statuses keep it going.
+_PREPARING = (RunStatus.PENDING, RunStatus.AWAITING_APPROVAL, RunStatus.APPROVED)
+
+
+async def _prepare_owned(
+    services: Services, plan: RollbackPlan, run_id: str, recorder: StepRecorder
+) -> Preparation:
+    """Restore the backup into a staging database and preview the data loss; the caller
+    owns the run. Raises PreparationFailed: a swap never falls back to in place by itself."""
     target = target_for(services, plan.environment)
     names = swap.SwapNames.for_run(target.name, run_id)
+    await recorder.journal(
+        Step.PREPARE, prepare="started", prepared_for=_prepared_for(plan), **names.facts()
+    )
     try:
         async with recorder.step(Step.PREPARE) as record:
             await swap.restore_into_staging(
@@ -464,8 +521,41 @@ async def prepare_rollback(
                 },
             )
     except RollbackError as error:
-        return Preparation(None, note=f"in-place: preparing the swap failed ({error})")
+        await recorder.journal(Step.PREPARE, prepare="failed")
+        raise PreparationFailed(
+            f"Preparing the swap failed, so nothing was stopped and the live database is "
+            f"unchanged ({error})"
+        ) from error
+    await recorder.journal(Step.PREPARE, prepare="done")
     return Preparation(names, loss, plan.strategy_note)
+
+
+async def prepare_rollback(
+    services: Services, plan: RollbackPlan, *, run_id: str, listener: Listener
+) -> Preparation:
+    """Non-destructive work that may start before approval (the application keeps running).
+
+    The preparing process owns the run meanwhile (an approval handled elsewhere waits for
+    it), and stops within a second when the run is rejected, cancelled or expires,
+    whichever process records that. Raises PreparationFailed.
+    """
+    if plan.strategy is not Strategy.SWAP:
+        return Preparation(None, note=plan.strategy_note)
+    recorder = StepRecorder(services, run_id, listener)
+    async with services.store.lease(run_id, owner=services.owner):
+        work = asyncio.create_task(_prepare_owned(services, plan, run_id, recorder))
+        while not work.done():
+            await asyncio.wait({work}, timeout=0.5)
+            if work.done():
+                break
+            run = await services.store.get(run_id)
+            if run.status not in _PREPARING:
+                work.cancel()  # pg_restore is killed and the staging database dropped
+                with contextlib.suppress(asyncio.CancelledError, RollbackError):
+                    await work
+                await recorder.journal(Step.PREPARE, prepare="cancelled")
+                return Preparation(None, note=f"the run was {run.status.value}")
+        return work.result()
 
 
 async def discard_preparation(services: Services, plan: RollbackPlan, prep: Preparation) -> None:
@@ -474,101 +564,164 @@ async def discard_preparation(services: Services, plan: RollbackPlan, prep: Prep
         await swap.drop_database(target_for(services, plan.environment), prep.names.staging)
 
 
+async def discard_staging(services: Services, run_id: str) -> None:
+    """Drop the staging database of a run that will not happen, once its preparation (in
+    whichever process) has seen the run end and stopped."""
+    run = await services.store.get(run_id)
+    names = swap.SwapNames.from_facts(run.journal)
+    environment = services.environments.get(run.environment)
+    if names is None or environment is None:
+        return
+    try:
+        async with services.store.lease(run_id, owner=services.owner, wait_seconds=30):
+            await swap.drop_database(target_for(services, environment), names.staging)
+    except RollbackError as error:  # the sweeper drops orphans later
+        log.warning("run %s: staging database not dropped: %s", run_id, error)
+
+
+async def _ensure_prepared(
+    services: Services, plan: RollbackPlan, run_id: str, recorder: StepRecorder
+) -> Preparation:
+    """The staging database this run prepared for this very plan, or a new one."""
+    if plan.strategy is not Strategy.SWAP:
+        return Preparation(None, note=plan.strategy_note)
+    journal = (await services.store.get(run_id)).journal
+    names = swap.SwapNames.from_facts(journal)
+    target = target_for(services, plan.environment)
+    if (
+        names is not None
+        and journal.get("prepare") == "done"
+        and journal.get("prepared_for") == _prepared_for(plan)
+        and await swap.database_exists(target, names.staging)
+    ):
+        return Preparation(names, note=plan.strategy_note)
+    return await _prepare_owned(services, plan, run_id, recorder)
+
+
 async def execute_rollback(
     services: Services,
     plan: RollbackPlan,
     *,
     run_id: str,
     listener: Listener,
-    preparation: Preparation | None = None,
-    liveness_held: bool = False,
+    expect: tuple[RunStatus, ...] = (RunStatus.APPROVED, RunStatus.RUNNING),
+    wait_seconds: float = 3600.0,
 ) -> RollbackResult:
     """The destructive steps with their compensations; always reports where things stand.
 
     in-place: stop, safety backup, restore (one transaction), start, health, ANALYZE.
     swap: (prepare), stop, cut over (two renames), start, health, dump the old database;
     a failed start or health check swaps the old database back by itself.
+
+    The run is owned by this process throughout (a lease in the run store; waiting up to
+    `wait_seconds` for a preparation still running elsewhere), moves from one of `expect`
+    to running by compare-and-set, and journals each change before making it.
     """
-    if preparation is None:
-        preparation = await prepare_rollback(services, plan, run_id=run_id, listener=listener)
+    async with services.store.lease(
+        run_id, owner=services.owner, wait_seconds=wait_seconds
+    ) as lease:
+        if not await services.store.transition(
+            run_id, to=RunStatus.RUNNING, expect=expect, owner=lease.owner
+        ):
+            run = await services.store.get(run_id)
+            raise RunConflict(plan.environment.name, run_id, f"nobody: it is {run.status.value}")
+        return await _execute_owned(services, plan, run_id, listener)
+
+
+async def _execute_owned(
+    services: Services, plan: RollbackPlan, run_id: str, listener: Listener
+) -> RollbackResult:
     recorder = StepRecorder(services, run_id, listener)
     run = Execution(services, plan, recorder)
     result = RollbackResult(run_id=run_id, ok=False, strategy=plan.strategy.value)
-    names = preparation.names
-    if names is None:
-        result.strategy = Strategy.IN_PLACE.value
-    # The liveness lock tells other processes this run is alive (see recover_interrupted).
-    lock = None if liveness_held else await services.store.hold(run_id)
     try:
-        await services.store.update(run_id, status=RunStatus.RUNNING)
-        try:
-            await run.stop()
-            if names is None:
-                await run.safety_backup()
-                await run.restore()
-            else:
-                await run.cut_over(names)
-            await run.start()
-        except (Exception, asyncio.CancelledError) as failure:
-            # Whatever failed (ours, a library's, a cancellation), the way back runs.
-            interrupted = isinstance(failure, asyncio.CancelledError)
-            result.error = "interrupted" if interrupted else _describe_error(failure)
-            if not interrupted and not isinstance(failure, RollbackError | OSError):
-                log.error("unexpected failure in run %s", run_id, exc_info=failure)
-            # Compensation must finish even while being cancelled (Ctrl-C).
-            if names is not None and run.swapped:
-                notes = await asyncio.shield(run.undo_swap(names))
-            else:
-                notes = await asyncio.shield(run.compensate(failure))
-                if names is not None:
-                    await asyncio.shield(_drop_quietly(run, names.staging))
-                    notes = "; ".join(
-                        n for n in (notes, "database unchanged: nothing was renamed") if n
-                    )
-            state = await asyncio.shield(describe_state(run))
-            result.environment_state = "; ".join(p for p in (notes, state) if p)
-            collect_result(result, recorder, run)
-            try:
-                await asyncio.shield(finish_run(services, run_id, result))
-            except Exception as error:  # the state sentence matters more than the record
-                log.exception("run %s: the result could not be recorded", run_id)
-                result.environment_state += f" (not recorded in the run store: {error})"
-            if interrupted:
-                raise
-            return result
-        try:
-            await run.check_health()
-            if run.down_since is not None:
-                result.downtime_seconds = time.monotonic() - run.down_since
-            result.ok = True
-            result.environment_state = (
-                f"{plan.environment.name} is running on {plan.backup.name}; health checks pass"
-            )
-        except Exception as failure:
-            result.error = _describe_error(failure)
+        preparation = await _ensure_prepared(services, plan, run_id, recorder)
+    except PreparationFailed as error:
+        result.error = str(error)
+        result.environment_state = (
+            f"{plan.environment.name} was not touched: nothing was stopped and the live "
+            "database is unchanged"
+        )
+        collect_result(result, recorder, run)
+        await _finish_reported(services, run_id, result)
+        return result
+    names = preparation.names
+    try:
+        await run.stop()
+        if names is None:
+            await run.safety_backup()
+            await run.restore()
+        else:
+            await run.cut_over(names)
+        await run.start()
+    except (Exception, asyncio.CancelledError) as failure:
+        # Whatever failed (ours, a library's, a cancellation), the way back runs.
+        interrupted = isinstance(failure, asyncio.CancelledError)
+        result.error = "interrupted" if interrupted else describe_error(failure)
+        if not interrupted and not isinstance(failure, RollbackError | OSError):
+            log.error("unexpected failure in run %s", run_id, exc_info=failure)
+        # Compensation must finish even while being cancelled (Ctrl-C).
+        if names is not None and run.swapped:
+            notes = await asyncio.shield(run.undo_swap(names))
+        else:
+            notes = await asyncio.shield(run.compensate(failure))
             if names is not None:
-                # The old database is intact and a rename away: go back by ourselves.
-                notes = await run.undo_swap(names)
-                state = await describe_state(run)
-                result.environment_state = "; ".join(p for p in (notes, state) if p)
-            else:
-                # In place, going back is another full restore: the responders decide
-                # (after a database-first full rollback the old code is expected to fail).
-                safety = run.safety.name if run.safety else "the safety backup"
-                result.environment_state = (
-                    f"{plan.environment.name} is running on {plan.backup.name} but health "
-                    f"checks FAIL; the pre-rollback data is in {safety} (roll back to it to undo)"
+                await asyncio.shield(_drop_quietly(run, names.staging))
+                notes = "; ".join(
+                    n for n in (notes, "database unchanged: nothing was renamed") if n
                 )
+        state = await asyncio.shield(describe_state(run))
+        result.environment_state = "; ".join(p for p in (notes, state) if p)
+        collect_result(result, recorder, run)
+        await asyncio.shield(_finish_reported(services, run_id, result))
+        if interrupted:
+            raise
+        return result
+    try:
+        await run.check_health()
+        if run.down_since is not None:
+            result.downtime_seconds = time.monotonic() - run.down_since
+        result.ok = True
+        result.environment_state = (
+            f"{plan.environment.name} is running on {plan.backup.name}; health checks pass"
+        )
+    except Exception as failure:
+        result.error = describe_error(failure)
+        if names is not None:
+            # The old database is intact and a rename away: go back by ourselves.
+            notes = await run.undo_swap(names)
+            state = await describe_state(run)
+            result.environment_state = "; ".join(p for p in (notes, state) if p)
+        else:
+            # In place, going back is another full restore: the responders decide
+            # (after a database-first full rollback the old code is expected to fail).
+            safety = run.safety.name if run.safety else "the safety backup"
+            state = await describe_state(run)
+            result.environment_state = (
+                f"{plan.environment.name} has {plan.backup.name} restored but health checks "
+                f"FAIL; {state}; the pre-rollback data is in {safety} (roll back to it to undo)"
+            )
+    # After the outcome is known, nothing may leave the run unfinished: these are extras.
+    run.recorder.best_effort = True
+    try:
         if names is None and run.database_changed:
             await run.analyze()
         elif names is not None and result.ok:
             await _archive_old(run, names, result)
-        collect_result(result, recorder, run)
+    except Exception as error:
+        log.warning("run %s: after the rollback: %s", run_id, error)
+    collect_result(result, recorder, run)
+    await _finish_reported(services, run_id, result)
+    return result
+
+
+async def _finish_reported(services: Services, run_id: str, result: RollbackResult) -> None:
+    """Record the result; a run store that fails now is said in the state sentence."""
+    try:
         await finish_run(services, run_id, result)
-        return result
-    finally:
-        if lock is not None:
-            await asyncio.shield(services.store.release(lock, run_id))
+    except Exception as error:  # the state sentence matters more than the record
+        log.exception("run %s: the result could not be recorded", run_id)
+        result.environment_state += f" (not recorded in the run store: {error})"
 
 
 async def _drop_quietly(run: Execution, name: str) -> None:
@@ -584,15 +737,17 @@ async def _archive_old(run: Execution, names: swap.SwapNames, result: RollbackRe
     result.keep_old_until = datetime.now(UTC) + timedelta(hours=run.env.keep_old_database_hours)
     try:
         async with run.recorder.step(Step.ARCHIVE_OLD) as record:
+            await run.recorder.journal(Step.ARCHIVE_OLD, archive_old=str(run.plan.safety_backup))
             old = run.target.on(names.old)
             run.safety = await database.dump_database(old, run.plan.safety_backup)
+            await run.recorder.journal(Step.ARCHIVE_OLD, archive_old_done=True)
             record.message = f"{run.safety.name} ({run.safety.size_bytes / 1e6:.1f} MB)"
     except RollbackError as error:
         # The environment is fine and the old database itself is still there.
         log.warning("dumping the old database failed: %s", error)
 
 
-def _describe_error(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     if isinstance(error, RollbackError):
         return str(error)
     return f"unexpected {type(error).__name__}: {error}"
@@ -616,7 +771,10 @@ async def describe_state(run: Execution) -> str:
 
 async def finish_run(services: Services, run_id: str, result: RollbackResult) -> None:
     status = RunStatus.SUCCEEDED if result.ok else RunStatus.FAILED
-    await services.store.update(run_id, status=status, result=result.summary())
+    if not await services.store.update(
+        run_id, status=status, result=result.summary(), expect=(RunStatus.RUNNING,)
+    ):
+        raise RollbackError(f"run {run_id} was taken over by another process meanwhile")
     await services.store.append_event(
         run_id, "finished", detail={"ok": result.ok, "state": result.environment_state}
     )
@@ -634,7 +792,8 @@ async def rollback_database(
         environment=plan.environment.name,
         kind="database",
         requested_by=requested_by,
-        status=RunStatus.RUNNING,
+        # Confirmed on the command line: approved, and running once this process owns it.
+        status=RunStatus.APPROVED,
         plan=plan.summary(),
         backup_name=plan.backup.name,
         strategy=plan.strategy.value,

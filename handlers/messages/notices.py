@@ -19,6 +19,13 @@ def notice_text(view: RunView, notice: Notice, *, link: str | None) -> str:
             f"📣 Escalation: the rollback of {env} to {backup}, requested by "
             f"{mention(run.requested_by)}, still needs approval."
         )
+    elif notice is Notice.RECOVERED:
+        state = str((run.result or {}).get("environment_state") or "")[:500]
+        text = (
+            f"🚑 The rollback of {env} to {backup} was interrupted (the bot process running it "
+            f"stopped) and has been recovered: {escape(state)}. An approver chooses *Resume* "
+            "or *Abort and restore*."
+        )
     else:
         state = (run.result or {}).get("environment_state") or ""
         text = f"🏁 The rollback of {env} ended: *{STATUS_LABELS[run.status]}*."

@@ -54,6 +54,7 @@ STATUS_LABELS = {
     RunStatus.CANCELLED: "cancelled",
     RunStatus.EXPIRED: "expired",
     RunStatus.INTERRUPTED: "interrupted",
+    RunStatus.ABORTED: "aborted",
 }
 STEP_ICONS = {
     StepStatus.PENDING: "○",
@@ -62,6 +63,7 @@ STEP_ICONS = {
     StepStatus.FAILED: "✗",
 }
 _STARTED = (RunStatus.APPROVED, RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED)
+_ENDED_BY_CRASH = (RunStatus.INTERRUPTED, RunStatus.ABORTED)
 STEP_MESSAGE_LIMIT = 200
 
 
@@ -366,6 +368,62 @@ def _undo_block(view: RunView) -> ActionsBlock | None:
     )
 
 
+def _recovery_blocks(view: RunView) -> list[Block]:
+    """An interrupted run: what recovery found and did, and the approvers' two choices."""
+    recovery = (view.run.result or {}).get("recovery")
+    if not isinstance(recovery, dict):
+        return []
+    lines = [
+        f"🚑 *Interrupted during {escape(str(recovery.get('interrupted_at') or 'its start'))}"
+        "* (the bot process running it stopped); another bot process took it over:"
+    ]
+    lines += [f"• {escape(str(a))}" for a in recovery.get("actions") or []]
+    lines += [f"• ⚠️ {escape(str(p))}" for p in recovery.get("problems") or []]
+    blocks: list[Block] = [
+        SectionBlock(
+            block_id=BlockId.RECOVERY,
+            text=MarkdownTextObject(text=join_limited(lines, MAX_SECTION_TEXT)),
+        )
+    ]
+    if view.run.status is not RunStatus.INTERRUPTED or recovery.get("data") == "unknown":
+        return blocks
+    env = truncate(view.run.environment, 60)
+    resume_text = (
+        "checks health and finishes the rollback"
+        if recovery.get("data") == "changed"
+        else "runs the rollback again from the start, with the same backup"
+    )
+    abort_text = (
+        "puts the pre-rollback data back (data written since is kept aside)"
+        if recovery.get("data") == "changed"
+        else "ends the run; the data is already the pre-rollback data"
+    )
+    blocks.append(
+        ActionsBlock(
+            block_id=BlockId.DECISION,
+            elements=[
+                ButtonElement(
+                    action_id=ActionId.RESUME,
+                    text="Resume",
+                    value=view.run.id,
+                    style="primary",
+                    confirm=_confirm("Resume the rollback?", f"Resume {resume_text}.", "Resume"),
+                ),
+                ButtonElement(
+                    action_id=ActionId.ABORT,
+                    text="Abort and restore",
+                    value=view.run.id,
+                    style="danger",
+                    confirm=_confirm(
+                        f"Abort the rollback of {env}?", f"Abort {abort_text}.", "Abort"
+                    ),
+                ),
+            ],
+        )
+    )
+    return blocks
+
+
 def run_message(view: RunView, *, now: datetime) -> list[Block]:
     run = view.run
     title = f"Rollback of {run.environment}: {STATUS_LABELS[run.status]}"
@@ -389,7 +447,7 @@ def run_message(view: RunView, *, now: datetime) -> list[Block]:
     preparing = any(
         s.step is Step.PREPARE and s.status is not StepStatus.PENDING for s in view.steps
     )
-    if run.status in _STARTED or run.status is RunStatus.INTERRUPTED or preparing:
+    if run.status in _STARTED or run.status in _ENDED_BY_CRASH or preparing:
         blocks.append(_steps_section(view))
     rows = health_rows(run.result or {})
     if rows:
@@ -397,6 +455,7 @@ def run_message(view: RunView, *, now: datetime) -> list[Block]:
     summary = _summary_section(view)
     if summary is not None:
         blocks.append(summary)
+    blocks.extend(_recovery_blocks(view))
     blocks.extend(_checklist_blocks(view))
     if run.status is RunStatus.AWAITING_APPROVAL:
         blocks.append(_decision_block(view))

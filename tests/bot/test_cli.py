@@ -31,7 +31,7 @@ async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
     return process.returncode, out.decode(), err.decode()
 
 
-def write_config(stage: Stage, folder: Path, strategy: str = "in-place") -> Path:
+def write_config(stage: Stage, folder: Path, strategy: str = "in-place", *, more: str = "") -> Path:
     env = stage.environment
     http = "\n".join(
         f'[[environments.{env.name}.health.http]]\nname = "{c.name}"\nurl = "{c.url}"\n'
@@ -52,6 +52,7 @@ deadline_seconds = 20
 interval_seconds = 0.2
 
 {http}
+{more}
 """
     )
     return path

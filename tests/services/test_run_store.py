@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from sandbox.throwaway_postgres import ThrowawayPostgres
-from services.errors import RunConflict
+from services.errors import RunConflict, RunOwned
 from services.run_store import RunStatus, RunStore, migrate
 
 
@@ -66,10 +66,14 @@ async def test_two_processes_cannot_both_start_a_run(
     assert again.status is RunStatus.RUNNING
 
 
-async def test_a_run_whose_process_died_is_marked_interrupted_and_a_live_one_is_not(
-    store_pool: asyncpg.Pool, second_pool: asyncpg.Pool
+async def test_a_run_whose_owner_died_is_an_orphan_and_a_live_one_is_not(
+    store_pool: asyncpg.Pool, second_pool: asyncpg.Pool, pg: ThrowawayPostgres
 ) -> None:
+    """Issue 7: ownership is a lease in the run store; a dead owner's run is found at once."""
     store, other = RunStore(store_pool), RunStore(second_pool)
+    dying_pool = await asyncpg.create_pool(pg.superuser_dsn("rollback_bot_store"), min_size=1)
+    assert dying_pool is not None
+    dying = RunStore(dying_pool)
     dead = await store.create_run(
         environment=env_name(),
         kind="database",
@@ -77,7 +81,6 @@ async def test_a_run_whose_process_died_is_marked_interrupted_and_a_live_one_is_
         status=RunStatus.RUNNING,
         plan={},
     )
-    await store.update(dead.id, current_step="restore")
     alive = await store.create_run(
         environment=env_name(),
         kind="database",
@@ -85,46 +88,63 @@ async def test_a_run_whose_process_died_is_marked_interrupted_and_a_live_one_is_
         status=RunStatus.RUNNING,
         plan={},
     )
-    held = await store.hold(alive.id)
-    try:
-        recovered = await other.recover_interrupted()
-    finally:
-        await store.release(held, alive.id)
-    assert dead.id in {r.id for r in recovered}
-    assert alive.id not in {r.id for r in recovered}
-    assert (await store.get(dead.id)).status is RunStatus.INTERRUPTED
-    assert (await store.get(alive.id)).status is RunStatus.RUNNING
-    events = await store.events(dead.id)
-    assert [(e.kind, e.step) for e in events][-1] == ("interrupted", "restore")
+    lease = dying.lease(dead.id, owner="dying-process")
+    await lease.__aenter__()
+    assert (await store.get(dead.id)).owner == "dying-process"
+    dying_pool.terminate()  # the process is gone: its connections close, its lock is free
+    async with store.lease(alive.id, owner="live-process"):
+        orphans = {r.id for r in await other.orphaned_runs()}
+        with pytest.raises(RunOwned):
+            async with other.lease(alive.id, owner="someone-else"):
+                pass
+    assert dead.id in orphans
+    assert alive.id not in orphans
+    assert (await store.get(alive.id)).owner is None  # given up at the end of the block
 
 
-async def test_an_approved_run_whose_process_died_frees_its_environment(
+async def test_an_approved_run_nobody_took_is_an_orphan_only_after_a_grace(
     store_pool: asyncpg.Pool, second_pool: asyncpg.Pool
 ) -> None:
-    """Approved, then the bot died before executing: the environment must not stay locked."""
+    """Issue 7: approved by one replica, not yet owned: the other must not steal it at once."""
     store, other = RunStore(store_pool), RunStore(second_pool)
-    environment = env_name()
     stuck = await store.create_run(
-        environment=environment,
+        environment=env_name(),
         kind="database",
         requested_by="a",
         status=RunStatus.APPROVED,
         plan={},
     )
-    with pytest.raises(RunConflict):
-        await other.create_run(
-            environment=environment,
-            kind="database",
-            requested_by="b",
-            status=RunStatus.RUNNING,
-            plan={},
-        )
-    assert stuck.id in {r.id for r in await other.recover_interrupted()}
-    fresh = await other.create_run(
-        environment=environment,
+    assert stuck.id not in {r.id for r in await other.orphaned_runs()}
+    await asyncio.sleep(0.3)
+    assert stuck.id in {r.id for r in await other.orphaned_runs(unowned_grace=0.2)}
+
+
+async def test_status_changes_are_compare_and_set_and_owned(store_pool: asyncpg.Pool) -> None:
+    """Issue 7: a transition expected from one status, by the run's owner, happens once."""
+    store = RunStore(store_pool)
+    run = await store.create_run(
+        environment=env_name(),
         kind="database",
-        requested_by="b",
-        status=RunStatus.RUNNING,
+        requested_by="a",
+        status=RunStatus.APPROVED,
         plan={},
     )
-    assert fresh.status is RunStatus.RUNNING
+    assert not await store.transition(
+        run.id, to=RunStatus.RUNNING, expect=(RunStatus.APPROVED,), owner="not-the-owner"
+    )
+    async with store.lease(run.id, owner="me") as lease:
+        results = await asyncio.gather(
+            *(
+                store.transition(
+                    run.id, to=RunStatus.RUNNING, expect=(RunStatus.APPROVED,), owner=lease.owner
+                )
+                for _ in range(5)
+            )
+        )
+    assert results.count(True) == 1
+    await store.record(run.id, "stop", stopping=[{"id": "c1", "name": "web"}])
+    await store.record(run.id, "stop", restore="started")
+    assert (await store.get(run.id)).journal == {
+        "stopping": [{"id": "c1", "name": "web"}],
+        "restore": "started",
+    }

@@ -1,0 +1,584 @@
+"""Recovery: a run whose process died or hung is taken over, and its environment brought
+back to a consistent, running state from what the run journalled; then Resume or Abort.
+
+The journal (see `StepRecorder.journal`) says what a run was about to change and what it
+changed; the server says the rest (which databases exist, whether a transaction committed).
+Recovery reads both and never guesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from services import database, swap
+from services.backups import Backup
+from services.bundle import Services
+from services.containers import Container
+from services.database import DatabaseTarget
+from services.environments import Environment, Strategy
+from services.errors import DatabaseError, RollbackError, RunOwned
+from services.events import Listener, Step
+from services.health import run_health_checks
+from services.run_store import RunRecord, RunStatus
+from services.undo import undo_rollback
+from services.workflow import (
+    Execution,
+    RollbackPlan,
+    RollbackResult,
+    StepRecorder,
+    collect_result,
+    describe_error,
+    execute_rollback,
+    plan_rollback,
+    rollback_database,
+    target_for,
+)
+
+log = logging.getLogger(__name__)
+
+# Runs that never touched their environment: they do not stand between a run and its Resume.
+_NEVER_EXECUTED = (RunStatus.REJECTED, RunStatus.CANCELLED, RunStatus.EXPIRED)
+
+# Execution facts a resumed run starts without (the preparation's are kept).
+_EXECUTION_FACTS = [
+    "stopping",
+    "safety_backup",
+    "safety_backup_done",
+    "restore",
+    "wipe_first",
+    "wipe_xid",
+    "restore_xid",
+    "undo_restore",
+    "undo_restore_xid",
+    "cutover",
+    "swap_back",
+    "archive_old",
+    "archive_old_done",
+    "recovered",
+    "announced",
+]
+
+
+class DataState(StrEnum):
+    UNCHANGED = "unchanged"  # the live database holds the data from before the run
+    CHANGED = "changed"  # it holds what the run meant to put there (the backup)
+    UNKNOWN = "unknown"  # the server could not be asked
+
+
+@dataclass
+class Recovery:
+    """What recovery found and did for one run, for the channel, the CLI and the audit log."""
+
+    run_id: str
+    environment: str
+    interrupted_at: str | None
+    data: DataState = DataState.UNKNOWN
+    actions: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    environment_state: str = ""
+    seconds: float = 0.0
+    old_database: str | None = None  # swap: the pre-rollback database, kept for Abort/undo
+
+    @property
+    def data_sentence(self) -> str:
+        return {
+            DataState.UNCHANGED: "the live database holds its pre-rollback data",
+            DataState.CHANGED: "the live database holds the backup (the rollback's data)",
+            DataState.UNKNOWN: "the live database's state is UNKNOWN (its server did not answer)",
+        }[self.data]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "interrupted_at": self.interrupted_at,
+            "data": self.data.value,
+            "actions": self.actions,
+            "problems": self.problems,
+            "environment_state": self.environment_state,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+async def recover_orphans(services: Services) -> list[Recovery]:
+    """Take over every run whose owner is gone (exactly one process wins each) and bring
+    its environment back to a consistent, running state. Safe to call from any process,
+    any time: at start-up, from the sweeper, from `rollback-bot recover`."""
+    recovered = []
+    for orphan in await services.store.orphaned_runs():
+        try:
+            async with services.store.lease(orphan.id, owner=services.owner):
+                run = await services.store.get(orphan.id)
+                if run.status not in (RunStatus.APPROVED, RunStatus.RUNNING):
+                    continue  # someone finished it meanwhile
+                recovery = await recover_run(services, run)
+                await _record(services, run, recovery)
+                recovered.append(recovery)
+        except RunOwned:
+            continue  # another process is on it
+    return recovered
+
+
+async def _record(services: Services, run: RunRecord, recovery: Recovery) -> None:
+    result = dict(run.result or {})
+    result.update(
+        ok=False,
+        error=f"interrupted during {run.current_step or 'its start'}",
+        environment_state=recovery.environment_state,
+        recovery=recovery.summary(),
+        strategy=run.strategy,
+    )
+    if recovery.old_database:
+        result["old_database"] = recovery.old_database
+        keep = services.environments[run.environment].keep_old_database_hours
+        result["keep_old_until"] = (datetime.now(UTC) + timedelta(hours=keep)).isoformat()
+    await services.store.update(
+        run.id,
+        status=RunStatus.INTERRUPTED,
+        result=result,
+        expect=(RunStatus.APPROVED, RunStatus.RUNNING),
+    )
+    await services.store.append_event(
+        run.id, "recovered", step=run.current_step, detail=recovery.summary()
+    )
+
+
+async def recover_run(services: Services, run: RunRecord) -> Recovery:
+    """Bring the run's environment to a consistent, running state from its journal."""
+    began = time.monotonic()
+    recovery = Recovery(run.id, run.environment, run.current_step)
+    environment = services.environments.get(run.environment)
+    if environment is None:
+        recovery.problems.append(f"environment {run.environment} is no longer configured")
+        recovery.environment_state = "not recovered: the environment is unknown"
+        return recovery
+    journal = run.journal
+    target = target_for(services, environment)
+    try:
+        if run.kind == "undo":
+            await _recover_undo(services, run, target, recovery)
+        elif swap.SwapNames.from_facts(journal) is not None:
+            await _recover_swap(services, run, target, recovery)
+        else:
+            await _recover_in_place(services, run, target, recovery)
+    except (RollbackError, OSError, asyncpg.PostgresError) as error:
+        recovery.data = DataState.UNKNOWN
+        recovery.problems.append(f"database not checked: {error}")
+    for key in ("safety_backup", "archive_old"):
+        path = journal.get(key)
+        if isinstance(path, str) and not journal.get(f"{key}_done"):
+            await _remove_partial(Path(path), recovery)
+    await _start_stopped(services, environment, journal, recovery)
+    recovery.environment_state = await _state_sentence(services, environment, recovery)
+    recovery.seconds = time.monotonic() - began
+    return recovery
+
+
+async def _maintenance_ready(target: DatabaseTarget) -> None:
+    await database.wait_until_ready(target.on("postgres"), 30)
+
+
+async def _allow_connections(target: DatabaseTarget, name: str, recovery: Recovery) -> None:
+    if await swap.allow_connections(target, name):
+        recovery.actions.append(f"connections to {name} allowed again")
+
+
+async def _recover_swap(
+    services: Services, run: RunRecord, target: DatabaseTarget, recovery: Recovery
+) -> None:
+    journal = run.journal
+    names = swap.SwapNames.from_facts(journal)
+    assert names is not None
+    await _maintenance_ready(target)
+    exists = {n: await swap.database_exists(target, n) for n in (names.staging, names.old)}
+    for name in (names.live, names.old):
+        await _allow_connections(target, name, recovery)
+    if exists[names.old]:
+        # Both renames are one transaction: the old name exists only if they committed.
+        recovery.data = DataState.CHANGED
+        recovery.old_database = names.old
+        await services.store.record(run.id, Step.CUTOVER.value, cutover="done")
+        recovery.actions.append(
+            f"the cut-over had happened: {names.live} holds the backup and the pre-rollback "
+            f"database is kept as {names.old}"
+        )
+        return
+    recovery.data = DataState.UNCHANGED
+    if journal.get("swap_back"):
+        recovery.actions.append(f"the swap back had happened: {names.live} is the pre-rollback one")
+    if not exists[names.staging]:
+        return
+    keep = (
+        journal.get("prepare") == "done"
+        and journal.get("cutover") is None
+        and not journal.get("swap_back")
+    )
+    if keep:
+        recovery.actions.append(f"staging database {names.staging} kept for Resume")
+    else:
+        # A restore still running into it (its process died) ends with its connections.
+        await swap.drop_database(target, names.staging)
+        recovery.actions.append(f"unfinished staging database {names.staging} dropped")
+
+
+async def _recover_undo(
+    services: Services, run: RunRecord, target: DatabaseTarget, recovery: Recovery
+) -> None:
+    journal = run.journal
+    live, incoming, aside = (journal.get(k) for k in ("live_database", "incoming", "aside"))
+    if not (isinstance(live, str) and isinstance(incoming, str) and isinstance(aside, str)):
+        recovery.data = DataState.UNCHANGED
+        recovery.actions.append("the undo had not begun its swap: nothing was renamed")
+        return
+    await _maintenance_ready(target)
+    for name in (live, incoming):
+        await _allow_connections(target, name, recovery)
+    if await swap.database_exists(target, aside):
+        recovery.data = DataState.CHANGED
+        recovery.old_database = aside
+        await services.store.record(run.id, Step.SWAP_BACK.value, swap_back="done")
+        original = journal.get("undo_of")
+        if isinstance(original, str):
+            before = await services.store.get(original)
+            await services.store.update(
+                original, result={**(before.result or {}), "undone_by": run.id}
+            )
+        recovery.actions.append(
+            f"the undo's swap had happened: {live} holds the pre-rollback data again and the "
+            f"rolled-back database is kept as {aside}"
+        )
+    else:
+        recovery.data = DataState.UNCHANGED
+        recovery.actions.append("the undo's swap had not happened: nothing was renamed")
+
+
+async def _settled_status(target: DatabaseTarget, xid: int) -> str | None:
+    """How the transaction ended; one still in progress belonged to the dead process's
+    psql, whose session is ended first so that it cannot commit later."""
+    for _ in range(100):
+        status = await database.transaction_status(target, xid)
+        if status != "in progress":
+            return status
+        await asyncio.sleep(0.1)
+    raise DatabaseError(f"transaction {xid} of the interrupted restore is still in progress")
+
+
+async def _recover_in_place(
+    services: Services, run: RunRecord, target: DatabaseTarget, recovery: Recovery
+) -> None:
+    journal = run.journal
+    if "restore" not in journal:
+        recovery.data = DataState.UNCHANGED
+        recovery.actions.append("the database had not been touched")
+        return
+    await database.wait_until_ready(target, 30)
+    await database.terminate_sessions(target)  # the dead process's psql, if still there
+    statuses = {}
+    for key in ("wipe_xid", "restore_xid", "undo_restore_xid"):
+        xid = journal.get(key)
+        statuses[key] = await _settled_status(target, int(xid)) if isinstance(xid, int) else None
+    if statuses["undo_restore_xid"] == "committed":
+        recovery.data = DataState.UNCHANGED
+        recovery.actions.append("the pre-rollback data had been put back before the interruption")
+    elif statuses["restore_xid"] == "committed" or journal.get("restore") == "committed":
+        recovery.data = DataState.CHANGED
+        await services.store.record(run.id, Step.RESTORE.value, restore="committed")
+        recovery.actions.append("the restore had committed: the database holds the backup")
+    elif statuses["wipe_xid"] == "committed":
+        await _put_back_emptied(services, run, target, recovery)
+    else:
+        recovery.data = DataState.UNCHANGED
+        recovery.actions.append(
+            "the restore had not committed: PostgreSQL rolled it back, the data is as before"
+        )
+
+
+async def _put_back_emptied(
+    services: Services, run: RunRecord, target: DatabaseTarget, recovery: Recovery
+) -> None:
+    """No-room mode: the wipe committed, the restore did not. The database is empty; the
+    safety backup taken just before holds its data."""
+    path = run.journal.get("safety_backup")
+    if not isinstance(path, str) or not run.journal.get("safety_backup_done"):
+        recovery.data = DataState.UNKNOWN
+        recovery.problems.append("THE DATABASE WAS EMPTIED and no safety backup was finished")
+        return
+    stat = await asyncio.to_thread(Path(path).stat)
+    safety = Backup(Path(path).name, Path(path), stat.st_size, datetime.now(UTC))
+    await services.store.record(run.id, Step.UNDO_RESTORE.value, undo_restore="started")
+
+    async def journal_xid(label: str, xid: int) -> None:
+        await services.store.record(run.id, Step.UNDO_RESTORE.value, undo_restore_xid=xid)
+
+    await database.restore_in_place(target, safety, on_transaction=journal_xid)
+    await services.store.record(run.id, Step.UNDO_RESTORE.value, undo_restore="committed")
+    recovery.data = DataState.UNCHANGED
+    recovery.actions.append(
+        f"the database had been emptied before the restore; its pre-rollback data was put "
+        f"back from the safety backup {safety.name}"
+    )
+
+
+async def _remove_partial(path: Path, recovery: Recovery) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    if await asyncio.to_thread(partial.exists):
+        await asyncio.to_thread(partial.unlink)
+        recovery.actions.append(f"unfinished dump {partial.name} removed")
+
+
+async def _start_stopped(
+    services: Services, environment: Environment, journal: dict[str, Any], recovery: Recovery
+) -> None:
+    """Start what the run stopped (and only that); the rest was not the run's to change."""
+    wanted = {str(c["id"]): str(c["name"]) for c in journal.get("stopping") or []}
+    if not wanted:
+        return
+    try:
+        current = await services.runtime.containers(environment.compose_project)
+    except RollbackError as error:
+        recovery.problems.append(f"containers not started: {error}")
+        return
+    down = [c for c in current if c.id in wanted and not c.running]
+    gone = set(wanted) - {c.id for c in current}
+    if gone:
+        recovery.problems.append(
+            "no longer there: " + ", ".join(sorted(wanted[cid] for cid in gone))
+        )
+    if not down:
+        return
+    outcomes = await services.runtime.start(down)
+    started = [o.container.name for o in outcomes if o.ok]
+    failed = [f"{o.container.name} ({o.error})" for o in outcomes if not o.ok]
+    if started:
+        recovery.actions.append(f"started {len(started)} container(s) the run had stopped")
+    if failed:
+        recovery.problems.append("could not start " + "; ".join(failed))
+
+
+async def _state_sentence(services: Services, environment: Environment, recovery: Recovery) -> str:
+    try:
+        containers: list[Container] = await services.runtime.containers(environment.compose_project)
+    except RollbackError as error:
+        return f"{recovery.data_sentence}; container state unknown ({error})"
+    down = [c.name for c in containers if not c.running]
+    running = (
+        f"{environment.name} is PARTLY DOWN: {', '.join(down)} not running"
+        if down
+        else f"all {len(containers)} containers of {environment.name} running"
+    )
+    health = await _quick_health(services, environment)
+    return f"{recovery.data_sentence}; {running}; {health}"
+
+
+async def _quick_health(services: Services, environment: Environment) -> str:
+    """Health as it is now, within a short deadline: recovery reports, it does not wait."""
+    quick = environment.model_copy(
+        update={
+            "health": environment.health.model_copy(
+                update={"deadline_seconds": min(environment.health.deadline_seconds, 15.0)}
+            )
+        }
+    )
+    try:
+        report = await run_health_checks(
+            quick,
+            session=services.http,
+            runtime=services.runtime,
+            database=target_for(services, environment),
+        )
+    except RollbackError as error:
+        return f"health unknown ({error})"
+    if report.ok:
+        return "health checks pass"
+    return "health checks FAIL: " + "; ".join(f"{r.name}: {r.detail}" for r in report.failed)
+
+
+# ---------------------------------------------------------------- Resume and Abort
+
+
+async def interrupted_run(
+    services: Services, environment_name: str, run_id: str | None = None
+) -> RunRecord:
+    """The recovered run an approver may resume or abort: interrupted, and nothing has run
+    on its environment since (a later run changed what it would resume or put back)."""
+    environment = services.environment(environment_name)
+    recent = await services.store.recent_runs(environment.name, 20)
+    if run_id is not None:
+        run: RunRecord | None = await services.store.get(run_id)
+    else:
+        run = next((r for r in recent if r.status is RunStatus.INTERRUPTED), None)
+    if run is None or run.environment != environment.name:
+        raise RollbackError(f"No interrupted rollback of {environment.name} to act on.")
+    if run.status is not RunStatus.INTERRUPTED or "recovery" not in (run.result or {}):
+        raise RollbackError(
+            f"Run {run.id} is {run.status.value}: only an interrupted, recovered run can be "
+            "resumed or aborted."
+        )
+    later = [
+        r for r in recent if r.requested_at > run.requested_at and r.status not in _NEVER_EXECUTED
+    ]
+    if later:
+        raise RollbackError(
+            f"Run {later[-1].id} of {environment.name} came after {run.id}; act on that one."
+        )
+    return run
+
+
+def recovered_data(run: RunRecord) -> DataState:
+    return DataState(str(((run.result or {}).get("recovery") or {}).get("data", "unknown")))
+
+
+async def resume_run(
+    services: Services, run_id: str, *, requested_by: str, listener: Listener
+) -> RollbackResult:
+    """Continue an interrupted run where that is safe: if its data is live, check health and
+    finish; if nothing took effect, run the rollback again (same backup, same file)."""
+    run = await services.store.get(run_id)
+    run = await interrupted_run(services, run.environment, run.id)
+    data = recovered_data(run)
+    if data is DataState.UNKNOWN:
+        raise RollbackError(
+            f"Run {run.id} cannot be resumed: its database's state is unknown; recover it again"
+        )
+    plan = await plan_rollback(services, run.environment, run.backup_name, own_run_id=run.id)
+    identity = run.plan.get("backup_identity")
+    if identity and identity != plan.backup.identity:
+        raise RollbackError(
+            f"The backup {plan.backup.name} changed since run {run.id} was approved; "
+            "request a new rollback."
+        )
+    await services.store.append_event(run.id, "resumed", actor=requested_by)
+    if data is DataState.UNCHANGED:
+        await services.store.forget(run.id, _EXECUTION_FACTS)
+        if not await services.store.transition(
+            run.id, to=RunStatus.APPROVED, expect=(RunStatus.INTERRUPTED,)
+        ):
+            raise RollbackError(f"Run {run.id} changed meanwhile; nothing was done.")
+        return await execute_rollback(
+            services, plan, run_id=run.id, listener=listener, expect=(RunStatus.APPROVED,)
+        )
+    return await _finish_changed(services, run, plan, listener)
+
+
+async def _finish_changed(
+    services: Services, run: RunRecord, plan: RollbackPlan, listener: Listener
+) -> RollbackResult:
+    """The rollback's data is live and the containers run: check health, then what the
+    run would have done after it (ANALYZE, or the old database's dump)."""
+    recorder = StepRecorder(services, run.id, listener)
+    execution = Execution(services, plan, recorder)
+    result = RollbackResult(run_id=run.id, ok=False, strategy=run.strategy or "")
+    async with services.store.lease(run.id, owner=services.owner) as lease:
+        if not await services.store.transition(
+            run.id, to=RunStatus.RUNNING, expect=(RunStatus.INTERRUPTED,), owner=lease.owner
+        ):
+            raise RollbackError(f"Run {run.id} changed meanwhile; nothing was done.")
+        try:
+            await execution.check_health()
+            result.ok = True
+            result.environment_state = (
+                f"{plan.environment.name} is running on {plan.backup.name}; health checks pass"
+            )
+        except Exception as failure:
+            result.error = describe_error(failure)
+            result.environment_state = (
+                f"{plan.environment.name} has {plan.backup.name} live but health checks FAIL; "
+                "Abort and restore puts the pre-rollback data back"
+            )
+        recorder.best_effort = True
+        old = (run.result or {}).get("old_database")
+        if isinstance(old, str):
+            result.old_database = old
+            result.keep_old_until = datetime.now(UTC) + timedelta(
+                hours=plan.environment.keep_old_database_hours
+            )
+            if result.ok:
+                await _dump_old(execution, old)
+        elif result.ok:
+            try:
+                await execution.analyze()
+            except RollbackError as error:
+                log.warning("run %s: ANALYZE after resume: %s", run.id, error)
+        collect_result(result, recorder, execution)
+        status = RunStatus.SUCCEEDED if result.ok else RunStatus.FAILED
+        await services.store.update(
+            run.id, status=status, result={**(run.result or {}), **result.summary()}
+        )
+        await services.store.append_event(
+            run.id, "finished", detail={"ok": result.ok, "state": result.environment_state}
+        )
+    return result
+
+
+async def _dump_old(execution: Execution, old: str) -> None:
+    try:
+        async with execution.recorder.step(Step.ARCHIVE_OLD) as record:
+            dump = await database.dump_database(
+                execution.target.on(old), execution.plan.safety_backup
+            )
+            execution.safety = dump
+            record.message = f"{dump.name} ({dump.size_bytes / 1e6:.1f} MB)"
+    except RollbackError as error:
+        log.warning("dumping the old database %s failed: %s", old, error)
+
+
+async def abort_run(
+    services: Services, run_id: str, *, requested_by: str, listener: Listener
+) -> RollbackResult:
+    """Back to the pre-rollback data: nothing to do if the rollback never took effect (its
+    staging database is dropped), the old database swapped back (swap), or the safety
+    backup restored (in place, as a rollback of its own that keeps a safety copy too)."""
+    run = await services.store.get(run_id)
+    run = await interrupted_run(services, run.environment, run.id)
+    environment = services.environment(run.environment)
+    data = recovered_data(run)
+    if data is DataState.UNKNOWN:
+        raise RollbackError(f"Run {run.id}'s database state is unknown; recover it first.")
+    if not await services.store.transition(
+        run.id, to=RunStatus.ABORTED, expect=(RunStatus.INTERRUPTED,)
+    ):
+        raise RollbackError(f"Run {run.id} changed meanwhile; nothing was done.")
+    await services.store.append_event(run.id, "aborted", actor=requested_by)
+    if data is DataState.UNCHANGED:
+        names = swap.SwapNames.from_facts(run.journal)
+        target = target_for(services, environment)
+        if names is not None and await swap.database_exists(target, names.staging):
+            await swap.drop_database(target, names.staging)
+        result = RollbackResult(run_id=run.id, ok=True, strategy=run.strategy or "")
+        result.environment_state = (
+            f"nothing to put back: {environment.name} holds its pre-rollback data"
+        )
+        await services.store.update(
+            run.id, result={**(run.result or {}), "aborted": result.environment_state}
+        )
+        return result
+    if run.strategy == Strategy.SWAP.value or (run.result or {}).get("old_database"):
+        result = await undo_rollback(
+            services, environment.name, requested_by=requested_by, listener=listener, run_id=run.id
+        )
+    else:
+        safety = run.journal.get("safety_backup")
+        if not isinstance(safety, str):
+            raise RollbackError(f"Run {run.id} has no safety backup to restore.")
+        plan = await plan_rollback(services, environment.name, Path(safety).name)
+        plan = _in_place(plan)
+        result = await rollback_database(
+            services, plan, requested_by=requested_by, listener=listener
+        )
+    await services.store.update(
+        run.id,
+        result={**(run.result or {}), "aborted_by": result.run_id, "aborted": result.ok},
+    )
+    return result
+
+
+def _in_place(plan: RollbackPlan) -> RollbackPlan:
+    """Putting a safety backup back is a plain in-place restore (no staging copy)."""
+    return replace(plan, strategy=Strategy.IN_PLACE, strategy_note="abort: in-place restore")
