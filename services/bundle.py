@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from services import names
 from services.containers import Runtime
 from services.environments import Environment
 from services.errors import UnknownEnvironment
@@ -23,6 +24,7 @@ class Services:
     store: RunStore
 
     def environment(self, name: str) -> Environment:
+        names.check_environment_name(name)  # a clear answer for a hostile name (issue 8)
         try:
             return self.environments[name]
         except KeyError:
