@@ -50,6 +50,17 @@ class Backup:
             self.modified_at is not None and self.modified_at > limit
         )
 
+    def notes(self, now: datetime | None = None) -> list[str]:
+        """What a person should know before choosing it, in words (list and plan)."""
+        notes = []
+        if self.future_dated(now):
+            notes.append("dated in the future: check the clock or the name's time zone")
+        if self.own:
+            notes.append("the bot's own safety dump: used only when named")
+        if self.symlink:
+            notes.append("a symlink: used only when named")
+        return notes
+
     def default_candidate(self, now: datetime | None = None) -> bool:
         """One a person or a deployment took, with a name a person can type, dated sanely."""
         if self.symlink or self.own or self.future_dated(now):
