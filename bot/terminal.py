@@ -9,9 +9,9 @@ from typing import TextIO
 
 from services import humanize
 from services.backups import Backup
-from services.names import visible
 from services.environments import Strategy
 from services.events import EXECUTE_STEPS, STEP_LABELS, SWAP_STEPS, EventKind, Step, StepEvent
+from services.names import visible
 from services.workflow import RollbackPlan, RollbackResult
 
 MARKS = {"pending": "·", "running": "⏳", "done": "✓", "failed": "✗"}
@@ -42,8 +42,7 @@ def plan_lines(plan: RollbackPlan) -> list[str]:
         *(f"  warning       {note}" for note in backup.notes(plan.planned_at)),
         f"  data loss     everything written since {taken} "
         f"({age}) leaves the live database; it stays in the safety backup",
-        f"  containers    {len(plan.containers)} of Compose project "
-        f"{shown(env.compose_project)}:",
+        f"  containers    {len(plan.containers)} of Compose project {shown(env.compose_project)}:",
     ]
     lines += [f"                  {shown(c.name)} ({c.state})" for c in plan.containers]
     steps = SWAP_STEPS if plan.strategy is Strategy.SWAP else EXECUTE_STEPS
