@@ -17,10 +17,14 @@ from services.workflow import RollbackPlan, RollbackResult
 MARKS = {"pending": "·", "running": "⏳", "done": "✓", "failed": "✗"}
 
 
-def shown(text: object) -> str:
-    """Anything that came from outside, on one line: control characters as escapes, so a
-    name cannot draw a line of its own (a fake "Rollback SUCCEEDED") or move the cursor."""
-    return visible(str(text))
+MAX_SHOWN = 1000
+
+
+def shown(text: object, limit: int = MAX_SHOWN) -> str:
+    """Anything that came from outside, on one bounded line: control characters as escapes,
+    so a name cannot draw a line of its own (a fake "Rollback SUCCEEDED") or move the cursor."""
+    line = visible(str(text))
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _age(backup: Backup, now: datetime | None = None) -> str:
