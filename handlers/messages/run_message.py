@@ -283,8 +283,9 @@ def _confirm(title: str, text: str, yes: str) -> ConfirmObject:
 
 def _decision_block(view: RunView) -> ActionsBlock:
     value = button_value(view.run.id, str(view.plan.get("plan_hash", "")))
-    env = truncate(view.run.environment, 60)
-    backup = truncate(str(view.plan.get("backup")), 120)
+    # The confirm text is mrkdwn too: a name there must not become a mention (issue 8).
+    env = escape(truncate(view.run.environment, 60))
+    backup = code(str(view.plan.get("backup")), 120)
     return ActionsBlock(
         block_id=BlockId.DECISION,
         elements=[
@@ -358,7 +359,7 @@ def _undo_block(view: RunView) -> ActionsBlock | None:
         or result.get("undone_by")
     ):
         return None
-    env = truncate(view.run.environment, 60)
+    env = escape(truncate(view.run.environment, 60))
     return ActionsBlock(
         block_id=BlockId.UNDO,
         elements=[
