@@ -175,10 +175,13 @@ async def cmd_check_config(args: argparse.Namespace) -> int:
     lines = [f"{settings.rollback_config}: {len(environments)} environment(s) OK"]
     for environment in environments.values():
         found = await catalogue.list_backups(environment)
+        default = next((b for b in found if b.default_candidate()), None)
         newest = (
-            f"newest {found[0].name}, {humanize.age(found[0].age_seconds())} old"
-            if found
+            f"newest {terminal.shown(default.name)}, {humanize.age(default.age_seconds())} old"
+            if default
             else "no backups yet"
+            if not found
+            else "no backup to take by default (only the bot's own dumps, links or future dates)"
         )
         lines.append(
             f"  {environment.name}: project {environment.compose_project}, "
