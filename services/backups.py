@@ -93,15 +93,15 @@ def _created_at(path: Path, mtime: float) -> datetime:
 
 
 def _describe(path: Path, *, symlink: bool = False) -> Backup:
-    stat = path.stat()
-    identity = f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+    info = path.stat()
+    identity = f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
     return Backup(
         path.name,
         path,
-        stat.st_size,
-        _created_at(path, stat.st_mtime),
+        info.st_size,
+        _created_at(path, info.st_mtime),
         identity,
-        modified_at=datetime.fromtimestamp(stat.st_mtime, UTC),
+        modified_at=datetime.fromtimestamp(info.st_mtime, UTC),
         symlink=symlink,
         own=is_own_dump(path.name),
     )
