@@ -9,18 +9,25 @@ import logging
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bot import terminal
 from bot.environments_file import load_environments
 from bot.resources import open_services
 from bot.settings import Settings, load_settings
 from services import backups as catalogue
-from services import humanize
+from services import humanize, names
 from services.bundle import Services
 from services.environments import Environment
-from services.errors import BackupError, ConfigError, RollbackError, UnknownEnvironment
+from services.errors import (
+    BackupError,
+    ConfigError,
+    InvalidName,
+    RollbackError,
+    UnknownEnvironment,
+)
 from services.recovery import Recovery, abort_run, interrupted_run, recover_orphans, resume_run
 from services.undo import expire_old_databases, undo_rollback, undoable_run
 from services.workflow import (
@@ -29,7 +36,45 @@ from services.workflow import (
     rollback_database,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Documented in the README: 3 is "you said no", distinct from a rollback that failed.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_CONFIRMED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class ArgumentError(Exception):
+    """A bad command line; argparse's own message, shown as one line."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting (subparsers inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ArgumentError(message)
+
+
+def _error(message: object) -> None:
+    print(f"error: {terminal.shown(message)}", file=sys.stderr)
+
+
+def _count(maximum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from 1 to `maximum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: '{text}'") from None
+        if not 1 <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from 1 to {maximum:,}, not {value}")
+        return value
+
+    return parse
+
+
+def _version() -> str:
+    try:
+        return metadata.version("rollback-bot")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _out(lines: Sequence[str]) -> None:
@@ -64,7 +109,7 @@ async def cmd_rollback(args: argparse.Namespace) -> int:
             return EXIT_OK
         if not args.yes and not _confirm(plan.environment.name):
             _out(["Not confirmed; nothing was changed."])
-            return EXIT_FAILED
+            return EXIT_NOT_CONFIRMED
         print()
         view = terminal.StepView()
         result = await rollback_database(services, plan, requested_by=_who(), listener=view)
@@ -78,11 +123,12 @@ async def _recover(services: Services) -> list[Recovery]:
     for recovery in recoveries:
         print(
             f"warning: run {recovery.run_id} of {recovery.environment} was interrupted during "
-            f"'{recovery.interrupted_at}' and has been recovered: {recovery.environment_state}",
+            f"'{recovery.interrupted_at}' and has been recovered: "
+            f"{terminal.shown(recovery.environment_state)}",
             file=sys.stderr,
         )
         for line in (*recovery.actions, *recovery.problems):
-            print(f"  - {line}", file=sys.stderr)
+            print(f"  - {terminal.shown(line)}", file=sys.stderr)
     if recoveries:
         print("  choose: rollback-bot resume ENV | rollback-bot abort ENV", file=sys.stderr)
     return recoveries
@@ -115,10 +161,10 @@ async def _act_on_interrupted(
         await _recover(services)
         run = await interrupted_run(services, args.environment, args.run)
         state = (run.result or {}).get("environment_state", "")
-        _out([f"{label} run {run.id} of {run.environment} (now: {state})."])
+        _out([f"{label} run {run.id} of {run.environment} (now: {terminal.shown(state)})."])
         if not args.yes and not _confirm(run.environment):
             _out(["Not confirmed; nothing was changed."])
-            return EXIT_FAILED
+            return EXIT_NOT_CONFIRMED
         result = await action(services, run.id, requested_by=_who(), listener=terminal.StepView())
         _out(terminal.result_lines(result))
         return EXIT_OK if result.ok else EXIT_FAILED
@@ -137,7 +183,7 @@ async def cmd_undo(args: argparse.Namespace) -> int:
         )
         if not args.yes and not _confirm(args.environment):
             _out(["Not confirmed; nothing was changed."])
-            return EXIT_FAILED
+            return EXIT_NOT_CONFIRMED
         result = await undo_rollback(
             services,
             args.environment,
@@ -158,13 +204,18 @@ async def cmd_expire(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _environment(environments: dict[str, Environment], name: str) -> Environment:
+    names.check_environment_name(name)
+    if name not in environments:
+        raise UnknownEnvironment(name, sorted(environments))
+    return environments[name]
+
+
 async def cmd_backups(args: argparse.Namespace) -> int:
     _, environments = _load(args)
-    if args.environment not in environments:
-        raise UnknownEnvironment(args.environment, sorted(environments))
-    environment = environments[args.environment]
+    environment = _environment(environments, args.environment)
     found = await catalogue.list_backups(environment)
-    _out([f"Backups of {environment.name} in {environment.backups_dir}:", ""])
+    _out([f"Backups of {environment.name} in {terminal.shown(environment.backups_dir)}:", ""])
     _out(terminal.backup_lines(found))
     return EXIT_OK
 
@@ -174,10 +225,13 @@ async def cmd_check_config(args: argparse.Namespace) -> int:
     lines = [f"{settings.rollback_config}: {len(environments)} environment(s) OK"]
     for environment in environments.values():
         found = await catalogue.list_backups(environment)
+        default = next((b for b in found if b.default_candidate()), None)
         newest = (
-            f"newest {found[0].name}, {humanize.age(found[0].age_seconds())} old"
-            if found
+            f"newest {terminal.shown(default.name)}, {humanize.age(default.age_seconds())} old"
+            if default
             else "no backups yet"
+            if not found
+            else "no backup to take by default (only the bot's own dumps, links or future dates)"
         )
         lines.append(
             f"  {environment.name}: project {environment.compose_project}, "
@@ -189,8 +243,7 @@ async def cmd_check_config(args: argparse.Namespace) -> int:
 
 async def cmd_history(args: argparse.Namespace) -> int:
     settings, environments = _load(args)
-    if args.environment not in environments:
-        raise UnknownEnvironment(args.environment, sorted(environments))
+    _environment(environments, args.environment)
     async with open_services(settings, environments) as services:
         runs = await services.store.recent_runs(args.environment, args.limit)
     if not runs:
@@ -199,7 +252,7 @@ async def cmd_history(args: argparse.Namespace) -> int:
         _out(
             [
                 f"{run.requested_at:%Y-%m-%d %H:%M:%S} {run.id} {run.status.value:<18} "
-                f"{run.backup_name or '-'}  by {run.requested_by}"
+                f"{terminal.shown(run.backup_name or '-')}  by {terminal.shown(run.requested_by)}"
             ]
         )
     return EXIT_OK
@@ -230,10 +283,13 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="rollback-bot",
         description="Roll back a Docker Compose environment's PostgreSQL database, safely.",
+        epilog="Exit codes: 0 done, 1 failed, 2 bad input or configuration, "
+        "3 not confirmed, 130 interrupted.",
     )
+    parser.add_argument("--version", action="version", version=f"rollback-bot {_version()}")
     parser.add_argument("--config", help="environments file (default: $ROLLBACK_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -280,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = sub.add_parser("history", help="the last rollbacks of an environment")
     history.add_argument("environment")
-    history.add_argument("--limit", type=int, default=10)
+    history.add_argument(
+        "--limit", type=_count(1000), default=10, help="how many runs (1-1000, default 10)"
+    )
     history.set_defaults(handler=cmd_history)
 
     demo = sub.add_parser(
@@ -288,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="an incident played in a sandbox Slack workspace: a real rollback on throwaway "
         "PostgreSQL and containers",
     )
-    demo.add_argument("--rows", type=int, default=20_000, help="rows in the demo database")
+    demo.add_argument(
+        "--rows", type=_count(10_000_000), default=20_000, help="rows in the demo database"
+    )
     demo.add_argument(
         "--cli", action="store_true", help="the same rollback through the command line, no Slack"
     )
@@ -308,13 +368,16 @@ def run(
         return asyncio.run(handler(args))
     except ConfigError as error:
         for problem in error.problems:
-            print(f"error: {problem}", file=sys.stderr)
+            _error(problem)
         return EXIT_USAGE
-    except (UnknownEnvironment, BackupError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (UnknownEnvironment, BackupError, InvalidName) as error:
+        _error(error)
         return EXIT_USAGE
     except RollbackError as error:
-        print(f"error: {error}", file=sys.stderr)
+        _error(error)
+        return EXIT_FAILED
+    except OSError as error:  # the file system said no: one line, not a traceback
+        _error(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -322,7 +385,11 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ArgumentError as error:
+        _error(f"{error} (see rollback-bot --help)")
+        return EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return run(args.handler, args)
 

@@ -16,6 +16,7 @@ from urllib.parse import quote, urlsplit
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from services import names
 from services.environments import (
     ApprovalPolicy,
     Contacts,
@@ -24,7 +25,7 @@ from services.environments import (
     HealthConfig,
     Strategy,
 )
-from services.errors import ConfigError
+from services.errors import ConfigError, InvalidName
 from services.pgtools import mask_password
 
 
@@ -150,6 +151,11 @@ def load_environments(path: Path) -> dict[str, Environment]:
     for name, entry in parsed.environments.items():
         if not name.replace("-", "").replace("_", "").isalnum():
             problems.append(f"environments.{name}: name must be letters, digits, - or _")
+            continue
+        try:
+            names.check_environment_name(name)
+        except InvalidName as error:
+            problems.append(f"environments.{name[:40]}…: {error}")
             continue
         env_file = base / entry.env_file if entry.env_file else instances / name / ".env"
         backups_dir = (

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from services import names
+from services.errors import InvalidName
+
 
 class CommandKind(StrEnum):
     ROLLBACK = "rollback"
@@ -28,7 +31,18 @@ def _usage(problem: str) -> ParsedCommand:
 
 
 def parse_command(text: str) -> ParsedCommand:
-    words = text.split()
+    """What `text` asks for; never raises: anything else is USAGE with the problem."""
+    try:
+        return _parse(text)
+    except InvalidName as error:
+        return _usage(str(error))
+
+
+def _parse(text: str) -> ParsedCommand:
+    # Only spaces separate words: any other whitespace or control character is refused
+    # with its own message (a trailing newline is not stripped), before anything is looked up.
+    names.check_command_text(text)
+    words = [word for word in text.split(" ") if word]
     if not words:
         return _usage("Name the environment to roll back.")
     first, rest = words[0].lower(), words[1:]
@@ -37,15 +51,19 @@ def parse_command(text: str) -> ParsedCommand:
     if first in ("backups", "history"):
         if len(rest) != 1:
             return _usage(f"`{first}` takes one environment.")
-        return ParsedCommand(CommandKind(first), environment=rest[0])
+        return ParsedCommand(CommandKind(first), environment=names.check_environment_name(rest[0]))
     if first == "status":
         if len(rest) > 1:
             return _usage("`status` takes at most one environment.")
-        return ParsedCommand(CommandKind.STATUS, environment=rest[0] if rest else None)
+        environment = names.check_environment_name(rest[0]) if rest else None
+        return ParsedCommand(CommandKind.STATUS, environment=environment)
     if first in ("code", "full"):
         return _usage(f"A {first} rollback cannot be started from Slack yet.")
     if len(words) > 2:
         return _usage("Too many words.")
+    backup = words[1] if len(words) == 2 else None
+    if backup is not None:
+        names.backup_file_name(backup)  # the folder's own check comes with the environment
     return ParsedCommand(
-        CommandKind.ROLLBACK, environment=words[0], backup=words[1] if len(words) == 2 else None
+        CommandKind.ROLLBACK, environment=names.check_environment_name(words[0]), backup=backup
     )

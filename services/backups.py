@@ -5,16 +5,27 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import stat
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from services import processes
+from services import names, processes
 from services.environments import Environment
-from services.errors import BackupError, NoBackups
+from services.errors import BackupError, InvalidName, NoBackups
 from services.pgtools import PgTools
 
 _STAMP = re.compile(r"(\d{8})-(\d{6})")
+# The form of `database.safety_backup_name`: the bot's own safety and pre-rollback dumps.
+_OWN_DUMP = re.compile(r"^pre-rollback-\d{8}-\d{6}\.dump$")
+# A stamp or mtime this far ahead of the clock is "in the future" (a wrong clock or a
+# local-time stamp), not "0 s ago".
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+def is_own_dump(name: str) -> bool:
+    """A dump the bot itself wrote (safety or pre-rollback), never the default backup."""
+    return _OWN_DUMP.match(name) is not None
 
 
 @dataclass(frozen=True)
@@ -25,9 +36,40 @@ class Backup:
     created_at: datetime  # from the name's YYYYMMDD-HHMMSS stamp (UTC), else the file's mtime
     # inode, size and modification time: the same file, unchanged, while it stays equal
     identity: str = ""
+    modified_at: datetime | None = None
+    symlink: bool = False  # a link inside the folder to a file inside it: by name only
+    own: bool = False  # the bot's safety or pre-rollback dump: by name only
 
     def age_seconds(self, now: datetime | None = None) -> float:
         return ((now or datetime.now(UTC)) - self.created_at).total_seconds()
+
+    def future_dated(self, now: datetime | None = None) -> bool:
+        """The name's stamp or the file's mtime is ahead of the clock."""
+        limit = (now or datetime.now(UTC)) + FUTURE_TOLERANCE
+        return self.created_at > limit or (
+            self.modified_at is not None and self.modified_at > limit
+        )
+
+    def notes(self, now: datetime | None = None) -> list[str]:
+        """What a person should know before choosing it, in words (list and plan)."""
+        notes = []
+        if self.future_dated(now):
+            notes.append("dated in the future: check the clock or the name's time zone")
+        if self.own:
+            notes.append("the bot's own safety dump: used only when named")
+        if self.symlink:
+            notes.append("a symlink: used only when named")
+        return notes
+
+    def default_candidate(self, now: datetime | None = None) -> bool:
+        """One a person or a deployment took, with a name a person can type, dated sanely."""
+        if self.symlink or self.own or self.future_dated(now):
+            return False
+        try:
+            names.backup_file_name(self.name)
+        except InvalidName:
+            return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -50,57 +92,88 @@ def _created_at(path: Path, mtime: float) -> datetime:
     return datetime.fromtimestamp(mtime, UTC)
 
 
-def _describe(path: Path) -> Backup:
-    stat = path.stat()
-    identity = f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
-    return Backup(path.name, path, stat.st_size, _created_at(path, stat.st_mtime), identity)
+def _describe(path: Path, *, symlink: bool = False) -> Backup:
+    info = path.stat()
+    identity = f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+    return Backup(
+        path.name,
+        path,
+        info.st_size,
+        _created_at(path, info.st_mtime),
+        identity,
+        modified_at=datetime.fromtimestamp(info.st_mtime, UTC),
+        symlink=symlink,
+        own=is_own_dump(path.name),
+    )
+
+
+def _entry(root: Path, path: Path) -> Backup | None:
+    """A regular file, or a symlink to a regular file inside `root`; anything else is None."""
+    try:
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            target = path.resolve()
+            if not target.is_relative_to(root) or not target.is_file():
+                return None
+            return _describe(path, symlink=True)
+        return _describe(path) if stat.S_ISREG(mode) else None
+    except (OSError, RuntimeError, ValueError):  # vanished, unreadable, a link loop
+        return None
 
 
 def _scan(folder: Path) -> list[Backup]:
-    if not folder.is_dir():
+    try:
+        if not folder.is_dir():
+            return []
+        root = folder.resolve()
+        entries = [_entry(root, p) for p in folder.glob("*.dump")]
+    except OSError:
         return []
-    found = [_describe(p) for p in folder.glob("*.dump") if p.is_file()]
+    found = [b for b in entries if b is not None]
     return sorted(found, key=lambda b: (b.created_at, b.name), reverse=True)
 
 
 async def list_backups(environment: Environment) -> list[Backup]:
-    """Every *.dump in the environment's backups folder, newest first."""
+    """The *.dump files in the environment's backups folder (never a link out), newest first."""
     return await asyncio.to_thread(_scan, environment.backups_dir)
 
 
-def _inside(folder: Path, requested: str) -> Path:
-    root = folder.resolve()
-    given = Path(requested)
-    if given.is_absolute():
-        candidates = [given]
-    else:
-        # Accept the runbook's `backups/<name>.dump` form as well as the bare name.
-        candidates = [root / given]
-        if given.parts and given.parts[0] == folder.name:
-            candidates.append(root.parent / given)
-    for candidate in candidates:
-        resolved = candidate.resolve()
-        if resolved.is_relative_to(root) and resolved.exists():
-            return resolved
-    for candidate in candidates:
-        if not candidate.resolve().is_relative_to(root):
-            raise BackupError(f"'{requested}' is outside the backups folder {folder}; refused.")
-    raise BackupError(f"Backup '{requested}' not found in {folder}.")
+def _named(folder: Path, file_name: str, requested: str) -> Backup:
+    """The file `file_name` directly in `folder`; a symlink must stay inside it."""
+    shown = names.visible(requested)
+    try:
+        root = folder.resolve()
+        path = root / file_name
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode) and not path.resolve().is_relative_to(root):
+            raise BackupError(f"'{shown}' is outside the backups folder {folder}; refused.")
+        if not path.is_file():
+            raise BackupError(f"'{shown}' is not a file.")
+        return _describe(path, symlink=stat.S_ISLNK(mode))
+    except FileNotFoundError:
+        raise BackupError(f"Backup '{shown}' not found in {folder}.") from None
+    except (OSError, RuntimeError) as error:  # permissions, a link loop
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise BackupError(f"Backup '{shown}' cannot be read: {reason}.") from None
 
 
-async def resolve_backup(environment: Environment, requested: str | None) -> Backup:
-    """The newest backup, or the named one, which must lie inside the backups folder."""
+async def resolve_backup(
+    environment: Environment, requested: str | None, *, now: datetime | None = None
+) -> Backup:
+    """The default backup, or the named one, which must lie inside the backups folder.
+
+    The default is the newest one a person or a deployment took: never a symlink, never the
+    bot's own dumps, never a future-dated one; those stay selectable by name.
+    """
+    folder = environment.backups_dir
     if requested is None:
         backups = await list_backups(environment)
-        if not backups:
-            raise NoBackups(environment.name, str(environment.backups_dir))
-        return backups[0]
-    if not requested.strip() or "\x00" in requested:
-        raise BackupError("An empty backup name was given.")
-    path = await asyncio.to_thread(_inside, environment.backups_dir, requested.strip())
-    if not path.is_file():
-        raise BackupError(f"'{requested}' is not a file.")
-    return await asyncio.to_thread(_describe, path)
+        eligible = [b for b in backups if b.default_candidate(now)]
+        if not eligible:
+            raise NoBackups(environment.name, str(folder), skipped=len(backups))
+        return eligible[0]
+    file_name = names.backup_file_name(requested, folder.name)
+    return await asyncio.to_thread(_named, folder, file_name, requested)
 
 
 async def inspect_archive(tools: PgTools, backup: Backup) -> ArchiveContents:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from services import names
 from services.containers import Runtime
 from services.environments import Environment
 from services.errors import UnknownEnvironment
@@ -25,6 +26,7 @@ class Services:
     owner: str = field(default_factory=process_identity)
 
     def environment(self, name: str) -> Environment:
+        names.check_environment_name(name)  # a clear answer for a hostile name (issue 8)
         try:
             return self.environments[name]
         except KeyError:

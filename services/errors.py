@@ -35,9 +35,19 @@ class BackupError(RollbackError):
 
 
 class NoBackups(BackupError):
-    def __init__(self, environment: str, folder: str) -> None:
+    """No backup to take by default; `skipped`: backups there that are never the default."""
+
+    def __init__(self, environment: str, folder: str, *, skipped: int = 0) -> None:
         self.environment = environment
-        super().__init__(f"No backups (*.dump) for '{environment}' in {folder}.")
+        self.skipped = skipped
+        message = f"No backups (*.dump) for '{environment}' in {folder}."
+        if skipped:
+            message = (
+                f"No backup a person or a deployment took for '{environment}' in {folder}: "
+                f"{skipped} other(s) (the bot's own dumps, symlinks, future-dated or "
+                "unusable names) are never taken by default; name one to use it."
+            )
+        super().__init__(message)
 
 
 class ContainerError(RollbackError):
@@ -133,3 +143,21 @@ class ApprovalError(RollbackError):
 
 class NotificationError(RollbackError):
     """A contact could not be told (the chat service refused or did not answer)."""
+
+
+class InvalidName(RollbackError):
+    """A user-given name or command text refused before it touches anything (issue 8).
+
+    `what` says which input ("backup name", "environment name", "command"), `problem` is a
+    `services.names.NameProblem` value; the message never repeats the input itself.
+    """
+
+    def __init__(self, what: str, problem: str, message: str, *, position: int | None = None):
+        self.what = what
+        self.problem = problem
+        self.position = position  # 1-based character position of the offending character
+        super().__init__(message)
+
+
+class InvalidBackupName(InvalidName, BackupError):
+    """A backup name refused for its form (also a `BackupError`: the backup cannot be used)."""

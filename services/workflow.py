@@ -62,6 +62,7 @@ class RollbackPlan:
             "backup": self.backup.name,
             "backup_size_bytes": self.backup.size_bytes,
             "backup_created_at": self.backup.created_at.isoformat(),
+            "backup_notes": self.backup.notes(self.planned_at),
             "tables_in_backup": len(self.archive.tables),
             "containers": [c.name for c in self.containers],
             "safety_backup": self.safety_backup.name,

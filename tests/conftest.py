@@ -260,3 +260,13 @@ async def wait_for_state(
         if all(s == state for s in states.values()) or loop.time() > deadline:
             return states
         await asyncio.sleep(0.2)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figure issue 8 asks for: hostile inputs tried, and how many touched anything."""
+    from tests.hostile import TALLY
+
+    if TALLY["tried"]:
+        terminalreporter.write_line(
+            f"hostile inputs tried: {TALLY['tried']}, touched anything: {TALLY['touched']}"
+        )

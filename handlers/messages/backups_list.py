@@ -19,7 +19,11 @@ def backups_message(environment: str, backups: Sequence[Backup], *, now: datetim
     head = f"*Backups of {escape(environment)}* ({len(backups)}, newest first)\n"
     lines = [
         f"{code(b.name, 200)} · {humanize.size(b.size_bytes)} · "
-        f"{humanize.age(b.age_seconds(now))} old"
+        + (
+            "⚠️ " + "; ".join(b.notes(now))
+            if b.future_dated(now)
+            else " · ".join([f"{humanize.age(b.age_seconds(now))} old", *b.notes(now)])
+        )
         for b in backups
     ]
     body = join_limited(lines, MAX_SECTION_TEXT - len(head))

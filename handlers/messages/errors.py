@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from handlers.messages.text import escape, mention, mentions, truncate
-from services.errors import PermissionDenied, RollbackError, RunConflict
+from handlers.messages.text import escape, escape_lines, mention, mentions, truncate
+from services.errors import DatabaseError, PermissionDenied, RollbackError, RunConflict
 
 MAX_ERROR_TEXT = 2900
 
@@ -21,7 +21,10 @@ def error_text(error: RollbackError) -> str:
             f"`{escape(error.run_id)}`, requested by {mention(error.requested_by)}. "
             "Nothing was started."
         )
-    return "⚠️ " + escape(truncate(str(error), MAX_ERROR_TEXT))
+    # Only PostgreSQL's own text keeps its lines; anything else (which may repeat what a
+    # user typed) stays on one line, so it cannot draw a line of its own (issue 8).
+    shown = escape_lines if isinstance(error, DatabaseError) else escape
+    return "⚠️ " + truncate(shown(str(error)), MAX_ERROR_TEXT)
 
 
 def unexpected_error_text(correlation_id: str) -> str:

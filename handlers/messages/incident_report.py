@@ -33,7 +33,8 @@ def _data_loss_window(view: RunView) -> str:
     except ValueError:
         return "unknown"
     until = view.run.started_at or view.run.requested_at
-    return humanize.age((until - created).total_seconds())
+    seconds = (until - created).total_seconds()
+    return humanize.age(seconds) if seconds >= 0 else "unknown (backup dated in the future)"
 
 
 def incident_report_text(view: RunView) -> str:

@@ -72,7 +72,17 @@ def run_message_text(view: RunView) -> str:
     return f"Rollback of {view.run.environment}: {STATUS_LABELS[view.run.status]}"
 
 
+FUTURE = "dated in the future"
+
+
+def _backup_notes(plan: dict[str, Any]) -> list[str]:
+    notes = plan.get("backup_notes")
+    return [str(n) for n in notes][:3] if isinstance(notes, list) else []
+
+
 def _age_of(plan: dict[str, Any], now: datetime) -> str:
+    if any(n.startswith(FUTURE) for n in _backup_notes(plan)):
+        return f"⚠️ {FUTURE}"  # not "0 s" (issue 8)
     try:
         created = datetime.fromisoformat(str(plan.get("backup_created_at")))
     except ValueError:
@@ -88,7 +98,8 @@ def _plan_section(view: RunView, now: datetime) -> SectionBlock:
         f"{mention(view.run.requested_by)} asked to roll back *{escape(view.run.environment)}* "
         f"to backup {code(str(plan.get('backup')), 300)}.\n"
         f"Everything written to {code(str(plan.get('database')), 300)} after {created} UTC "
-        f"(*{age}* of data) will be rolled back from the live database; "
+        + (f"(*{age}* of data) " if not age.startswith("⚠️") else f"(*{age}*: check it) ")
+        + "will be rolled back from the live database; "
         + (
             "the current database is set aside, kept for an instant undo and dumped to "
             if plan.get("strategy") == "swap"
@@ -102,6 +113,7 @@ def _plan_section(view: RunView, now: datetime) -> SectionBlock:
         f"*Backup*\n{code(str(plan.get('backup')), 300)}"
         + (f" ({humanize.size(size)})" if isinstance(size, int) else ""),
         f"*Backup age*\n{age}",
+        *(f"*Note*\n⚠️ {escape(n)}" for n in _backup_notes(plan)),
         f"*Strategy*\n{escape(str(plan.get('strategy_note') or plan.get('strategy')))}",
         f"*Tables in backup*\n{plan.get('tables_in_backup', '?')}",
         f"*Containers to stop*\n{len(plan.get('containers') or [])}",
@@ -273,8 +285,9 @@ def _confirm(title: str, text: str, yes: str) -> ConfirmObject:
 
 def _decision_block(view: RunView) -> ActionsBlock:
     value = button_value(view.run.id, str(view.plan.get("plan_hash", "")))
-    env = truncate(view.run.environment, 60)
-    backup = truncate(str(view.plan.get("backup")), 120)
+    # The confirm text is mrkdwn too: a name there must not become a mention (issue 8).
+    env = escape(truncate(view.run.environment, 60))
+    backup = code(str(view.plan.get("backup")), 120)
     return ActionsBlock(
         block_id=BlockId.DECISION,
         elements=[
@@ -348,7 +361,7 @@ def _undo_block(view: RunView) -> ActionsBlock | None:
         or result.get("undone_by")
     ):
         return None
-    env = truncate(view.run.environment, 60)
+    env = escape(truncate(view.run.environment, 60))
     return ActionsBlock(
         block_id=BlockId.UNDO,
         elements=[

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_sdk.models.blocks import Block, MarkdownTextObject, SectionBlock
 
-from handlers.messages.text import MAX_SECTION_TEXT, escape, truncate
+from handlers.messages.text import MAX_SECTION_TEXT, escape, escape_lines, truncate
 from services.events import StepEvent
 
 MAX_DETAIL_SECTIONS = 5  # 15 000 characters of error at most
@@ -17,7 +17,7 @@ def step_failure_text(event: StepEvent) -> str:
 def step_failure(event: StepEvent) -> list[Block]:
     timing = f" after {event.seconds:.1f} s" if event.seconds is not None else ""
     head = f"✗ *{escape(event.label)}* failed{timing}:"
-    detail = escape(event.message or "no detail").replace("```", "'''")
+    detail = escape_lines(event.message or "no detail").replace("```", "'''")
     room = MAX_SECTION_TEXT - 6
     chunks = [detail[i : i + room] for i in range(0, len(detail), room)] or [""]
     if len(chunks) > MAX_DETAIL_SECTIONS:

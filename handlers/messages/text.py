@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 from slack_sdk.models.blocks import Block
 
+from services.names import visible
+
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
 MAX_FIELD_TEXT = 2000
@@ -21,8 +23,14 @@ _ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 
 
 def escape(text: str) -> str:
-    """Text from outside (file names, error messages) shown literally, never as a mention."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text from outside (file names, error messages) shown literally, never as a mention;
+    control characters, newlines included, shown as escapes (`\\n`), so it stays one line."""
+    return visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escape_lines(text: str) -> str:
+    """Like `escape`, keeping the line breaks of a multi-line text (tool output)."""
+    return "\n".join(escape(line) for line in text.split("\n"))
 
 
 def truncate(text: str, limit: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_sdk.models.blocks import Block, MarkdownTextObject, SectionBlock
 
-from handlers.messages.text import MAX_SECTION_TEXT, escape, mention, truncate
+from handlers.messages.text import MAX_SECTION_TEXT, escape, escape_lines, mention, truncate
 from services.workflow import RollbackResult
 
 
@@ -18,7 +18,7 @@ def undo_finished(result: RollbackResult) -> tuple[list[Block], str]:
     head = "✓ *Undone*" if result.ok else "✗ *Undo FAILED*"
     lines = [f"{head}: {escape(result.environment_state)}"]
     if result.error:
-        lines.append(f"Error: {escape(result.error)}")
+        lines.append(f"Error: {escape_lines(result.error)}")
     if result.downtime_seconds is not None:
         lines.append(f"Downtime {result.downtime_seconds:.1f} s (run `{escape(result.run_id)}`)")
     text = truncate("\n".join(lines), MAX_SECTION_TEXT)

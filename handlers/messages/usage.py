@@ -17,7 +17,7 @@ USAGE_LINES = (
 
 
 def usage_text(problem: str | None = None) -> str:
-    return (f"{problem} " if problem else "") + "Usage: /rollback <environment> [backup]"
+    return (f"{escape(problem)} " if problem else "") + "Usage: /rollback <environment> [backup]"
 
 
 def usage_message(problem: str | None = None, environments: list[str] | None = None) -> list[Block]:

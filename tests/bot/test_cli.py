@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pty
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import aiodocker
 import asyncpg
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from bot.cli import main
 from sandbox.demo_environment import table_checksums
 from sandbox.throwaway_postgres import ThrowawayPostgres
+from tests import hostile
+from tests.hostile import HOSTILE
 from tests.services.conftest import Stage, change_after_backup, container_states
 
 
@@ -249,3 +257,180 @@ async def _databases(pg: ThrowawayPostgres) -> list[str]:
         return [r["datname"] for r in await connection.fetch("SELECT datname FROM pg_database")]
     finally:
         await connection.close()
+
+
+# -- issue 8: exit codes, bad arguments, hostile names, environments files with mistakes --
+
+
+async def test_version_and_bad_arguments_are_one_line_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """issue 8: `history --limit -1` gave a traceback; no `--version`."""
+    code, out, _ = await cli("--version")
+    assert (code, out.strip()) == (0, f"rollback-bot {metadata.version('rollback-bot')}")
+    for argv, words in (
+        (["history", "production", "--limit", "-1"], "--limit: must be from 1 to 1,000"),
+        (["history", "production", "--limit", "abc"], "--limit: not a whole number: 'abc'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        ([], "required: command"),
+        (["rollback"], "required: environment"),
+        (["rollback", "production", "--no-such-flag"], "unrecognized arguments"),
+        (["demo", "--rows", "0"], "--rows: must be from 1"),
+    ):
+        code, out, err = await cli(*argv)
+        assert (code, out) == (2, ""), (argv, err)
+        assert err.count("\n") == 1 and err.startswith("error: ") and words in err, err
+
+
+def hostile_config(folder: Path) -> Path:
+    backups = folder / "backups"
+    backups.mkdir(exist_ok=True)
+    (backups / "pre-deployment-20240101-000000.dump").write_bytes(b"PGDMP")
+    config = folder / "rollback.toml"
+    config.write_text(
+        f'[environments.production]\ndatabase_url = "postgresql://app@127.0.0.1:1/app"\n'
+        f'backups_dir = "{backups}"\n'
+    )
+    return config
+
+
+def files(folder: Path) -> list[tuple[str, int]]:
+    return sorted((str(p), p.lstat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def assert_one_clean_line(code: int, out: str, err: str) -> None:
+    assert (code, out) == (2, ""), err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err and not hostile.raw_control(err.rstrip("\n")), err
+    assert "\nRollback SUCCEEDED" not in err
+
+
+@settings(HOSTILE, max_examples=8)
+@given(name=hostile.refused.filter(lambda n: "\x00" not in n))  # argv cannot carry a NUL
+async def test_hostile_backup_names_through_the_cli_process(
+    name: str, pg: ThrowawayPostgres, tmp_path: Path, store_pool: object
+) -> None:
+    """issue 8: one line, exit 2, nothing changed (a real `rollback-bot` process)."""
+    config = hostile_config(tmp_path)
+    before = files(tmp_path)
+    code, out, err = await cli(
+        "--config", str(config), "rollback", "production", name, "--yes", env=store_env(pg)
+    )
+    touched = files(tmp_path) != before
+    hostile.tried(touched)
+    assert not touched
+    assert_one_clean_line(code, out, err)
+    assert "backup" in err.lower()
+
+
+@settings(HOSTILE, max_examples=150)
+@given(name=hostile.anything.filter(lambda n: n.strip(" ") and "\x00" not in n))
+def test_hostile_environment_names_through_the_cli(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """issue 8: `backups <name>` and friends: one escaped line, exit 2."""
+    config = hostile_config(tmp_path)
+    code = main(["--config", str(config), "backups", name])
+    out, err = capsys.readouterr()
+    hostile.tried(touched=False)
+    assert_one_clean_line(code, out, err)
+    assert "environment" in err.lower()
+
+
+# Mistakes in an environments file, each in its own environment: (TOML lines, the key
+# the error must name, whether the schema check reports it (before the others)).
+MISTAKES = {
+    "unknown key": ('colour = "blue"', "colour: unknown key", True),
+    "wrong type": ('stop_timeout_seconds = "soon"', "stop_timeout_seconds", True),
+    "negative": ("keep_old_database_hours = -1", "keep_old_database_hours", True),
+    "zero jobs": ("restore_jobs = 0", "restore_jobs", True),
+    "compression": ("safety_backup_compression = 12", "safety_backup_compression", True),
+    "strategy": ('strategy = "yolo"', "strategy", True),
+    "approvals": ("approval.required_approvals = -1", "approval.required_approvals", True),
+    "policy key": ('approval.approvers = "S0ONCALL"', "approval.approvers", True),
+    "health url": ('health.http = [{ name = "web" }]', "health.http[0].url", True),
+    "password": (
+        'database_url = "postgresql://app:s3cret-pw@h/app"',
+        "database_url: must not contain a password",
+        False,
+    ),
+    "scheme": ('database_url = "mysql://h/app"', "database_url: must start with", False),
+    "variable": ('database_url_env = "NO_SUCH_VARIABLE_8"', "database_url_env", False),
+    "folder": ('backups_dir = "nowhere"', "backups_dir", False),
+}
+
+
+@settings(HOSTILE, max_examples=60)
+@given(
+    mistakes=st.lists(st.sampled_from(sorted(MISTAKES)), min_size=1, max_size=5, unique=True),
+    bad_name=st.sampled_from(["", "bad name!", "a\nb", "x" * 300]),
+)
+def test_every_mistake_in_the_environments_file_is_one_line_naming_its_key(
+    mistakes: list[str], bad_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """issue 8: `check-config`: exit 2, one line per problem naming the key, no secret."""
+    backups = tmp_path / "backups"
+    backups.mkdir(exist_ok=True)
+    sections = []
+    for index, mistake in enumerate(mistakes):
+        line = MISTAKES[mistake][0]
+        url = "" if line.startswith("database_url") else 'database_url = "postgresql://a@h/app"\n'
+        folder = "" if line.startswith("backups_dir") else f'backups_dir = "{backups}"\n'
+        sections.append(f"[environments.env{index}]\n{url}{folder}{line}\n")
+    if bad_name:
+        escaped = bad_name.replace("\n", "\\n")
+        sections.append(f'[environments."{escaped}"]\ndatabase_url = "postgresql://a@h/app"\n')
+    config = tmp_path / "rollback.toml"
+    config.write_text("\n".join(sections))
+
+    code = main(["--config", str(config), "check-config"])
+    out, err = capsys.readouterr()
+    hostile.tried(touched=False)
+    assert (code, out) == (2, "")
+    lines = err.splitlines()
+    assert all(line.startswith(f"error: {config}: ") for line in lines), err
+    assert "Traceback" not in err and "s3cret" not in err
+    assert not any(hostile.raw_control(line) for line in lines)
+    schema = [i for i, m in enumerate(mistakes) if MISTAKES[m][2]]
+    expected = schema or range(len(mistakes))
+    for index in expected:
+        key = f"environments.env{index}.{MISTAKES[mistakes[index]][1]}"
+        assert any(key in line for line in lines), (key, err)
+    if not schema and bad_name:
+        assert any("name must be letters" in line or "too long" in line for line in lines), err
+
+
+async def test_not_confirmed_exits_3_and_changes_nothing(
+    stage: Stage,
+    pg: ThrowawayPostgres,
+    tmp_path: Path,
+    docker: aiodocker.Docker,
+    store_pool: object,
+) -> None:
+    """issue 8: "not confirmed" exited 1, like a failed rollback."""
+    config = write_config(stage, tmp_path)
+    before = await table_checksums(stage.dsn)
+    controller, terminal = pty.openpty()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "--config",
+            str(config),
+            "rollback",
+            stage.environment.name,
+            stdin=terminal,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **store_env(pg)},
+        )
+        os.write(controller, b"not-the-name\n")
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert process.returncode == 3, err
+    assert "Not confirmed; nothing was changed." in out.decode()
+    assert await table_checksums(stage.dsn) == before
+    assert set((await container_states(docker, stage.project)).values()) == {"running"}

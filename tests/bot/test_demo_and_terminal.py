@@ -12,13 +12,19 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiodocker
 import pytest
+from pydantic import SecretStr
 
-from bot.terminal import StepView
+from bot.terminal import StepView, backup_lines, plan_lines, result_lines
+from services.backups import ArchiveContents, Backup
+from services.containers import Container
+from services.environments import Environment
 from services.events import EventKind, Step, StepEvent
+from services.workflow import RollbackPlan, RollbackResult
 
 STEPS = (
     "Restore into a staging database",
@@ -203,3 +209,39 @@ async def test_plain_lines_when_not_a_terminal() -> None:
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and "\x1b" not in out.getvalue()
     assert lines[1].endswith("✓ Stop containers  0.2 s  2 stopped")
+
+
+def test_the_terminal_shows_hostile_names_as_escapes_and_flags_future_dates() -> None:
+    """issue 8: a newline in a name printed a fake "Rollback SUCCEEDED" line; a future
+    stamp showed as "0 s ago"."""
+    now = datetime.now(UTC)
+    hostile_name = "x\nRollback SUCCEEDED (run 1)\x1b[2K\u202e.dump"
+    future = Backup("a-20991231-000000.dump", Path("/b/a"), 10, datetime(2099, 12, 31, tzinfo=UTC))
+    own = Backup("pre-rollback-20240101-000000.dump", Path("/b/p"), 10, now, own=True)
+    odd = Backup(hostile_name, Path("/b/x"), 10, now - timedelta(hours=2))
+    lines = backup_lines([future, own, odd], now)
+    assert len(lines) == 4
+    assert "DATED IN THE FUTURE" in lines[1] and "0 s" not in lines[1]
+    assert "(the bot's own safety dump)" in lines[2]
+    assert lines[3].startswith("x\\nRollback SUCCEEDED (run 1)\\x1b[2K\\u202e.dump")
+    environment = Environment(
+        name="production",
+        compose_project="production",
+        database_url=SecretStr("postgresql://a@h/app"),
+        database_display="postgresql://a@h/app",
+        backups_dir=Path("/b"),
+    )
+    plan = RollbackPlan(
+        environment,
+        future,
+        ArchiveContents("app", 3, ("public.orders",)),
+        (Container("id", "production-web-1", "web", "running"),),
+        Path("/b/pre-rollback-20991231-000001.dump"),
+        now,
+    )
+    shown = plan_lines(plan)
+    assert any("DATED IN THE FUTURE" in line for line in shown)
+    assert any(line.startswith("  warning       dated in the future") for line in shown)
+    failed = result_lines(RollbackResult("rb-1", ok=False, error=f"Backup '{hostile_name}' gone"))
+    assert not any(line.startswith("Rollback SUCCEEDED") for line in failed)
+    assert all("\x1b" not in line and "\n" not in line for line in failed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 
 from bot.app import BotOptions
 from handlers.ids import ActionId
@@ -70,7 +71,8 @@ async def test_a_newer_backup_invalidates_earlier_approvals(make_bot: MakeBot) -
     assert "1 of 2" in (await bot.ephemeral(BOB)).text
 
     # A newer backup appears: the run asked for "the newest", so its plan changes.
-    newer = stage.environment.backups_dir / "pre-deployment-20991231-000000.dump"
+    # Taken now: a future-dated one is never the default (issue 8).
+    newer = stage.environment.backups_dir / f"pre-deployment-{datetime.now(UTC):%Y%m%d-%H%M%S}.dump"
     await dump_database(stage.target(), newer)
     before = [c.params.get("blocks") for c in ws.calls_to("chat.update")]
     await bot.slack.click(ERIN.id, plan, ActionId.APPROVE)

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
 from pydantic import SecretStr
 from slack_sdk.models.blocks import Block
 
 from handlers.commands import CommandKind, parse_command
+from handlers.messages.backups_list import backups_message
 from handlers.messages.incident_report import incident_report
 from handlers.messages.run_message import run_message
 from handlers.messages.step_detail import step_failure
-from handlers.messages.text import as_dicts, join_limited, truncate
+from handlers.messages.text import as_dicts, escape, join_limited, truncate
 from sandbox.slack import validate_blocks
+from services.backups import Backup
 from services.checklist import BOT, ChecklistItem, Tick
 from services.environments import ApprovalPolicy, Environment
 from services.events import EventKind, Step, StepEvent
 from services.run_store import ApprovalRecord, RunRecord, RunStatus
 from services.run_view import RunView, StepState, StepStatus, TimelineEntry
+from tests import hostile
+from tests.hostile import HOSTILE, strings
 
 NOW = datetime(2024, 12, 3, 15, 0, tzinfo=UTC)
 ENV = Environment(
@@ -205,3 +211,52 @@ def test_parse_command(
 ) -> None:
     parsed = parse_command(text)
     assert (parsed.kind, parsed.environment, parsed.backup) == (kind, environment, backup)
+
+
+HOSTILE_NAME = "x\n*Rollback SUCCEEDED* <!channel> <@U0MALLORY> &\u202e\x1b[2K.dump"
+
+
+def assert_inert(texts: list[str]) -> None:
+    """Nothing from the name draws a line, a mention, a link or moves a cursor."""
+    for text in texts:
+        assert "\n*Rollback SUCCEEDED*" not in text
+        assert "<!channel>" not in text and "<@U0MALLORY>" not in text
+        assert "\x1b" not in text and "\u202e" not in text
+
+
+def test_a_hostile_backup_name_is_shown_inert_in_the_plan_and_the_list() -> None:
+    """issue 8: a newline in a name printed a fake "Rollback SUCCEEDED" line."""
+    view = make_view()
+    view.plan["backup"] = HOSTILE_NAME
+    wire = valid(run_message(view, now=NOW))
+    texts = list(strings(wire))
+    assert_inert(texts)
+    assert any("x\\n*Rollback SUCCEEDED* &lt;!channel&gt;" in t for t in texts)
+    backup = Backup(HOSTILE_NAME, Path("/srv/backups/x"), 10, NOW - timedelta(hours=1))
+    listed = valid(backups_message("production", [backup], now=NOW))
+    assert_inert(list(strings(listed)))
+
+
+def test_future_and_own_backups_are_flagged() -> None:
+    """issue 8: a future-dated backup showed as "0 s ago"."""
+    view = make_view()
+    view.plan["backup_created_at"] = "2099-01-01T00:00:00+00:00"
+    view.plan["backup_notes"] = ["dated in the future: check the clock or the name's time zone"]
+    text = json.dumps(valid(run_message(view, now=NOW)), ensure_ascii=False)
+    assert "⚠️ dated in the future" in text and "0 s" not in text
+    future = Backup("a-20990101-000000.dump", Path("/b/a"), 10, datetime(2099, 1, 1, tzinfo=UTC))
+    own = Backup(
+        "pre-rollback-20241203-140000.dump", Path("/b/p"), 10, NOW - timedelta(hours=1), own=True
+    )
+    listed = json.dumps(
+        valid(backups_message("production", [future, own], now=NOW)), ensure_ascii=False
+    )
+    assert "⚠️ dated in the future" in listed
+    assert "1 h 0 min old · the bot's own safety dump: used only when named" in listed
+
+
+@settings(HOSTILE, max_examples=200)
+@given(hostile.anything)
+def test_escape_keeps_any_text_on_one_inert_line(text: str) -> None:
+    shown = escape(text)
+    assert "<" not in shown and ">" not in shown and shown.isprintable()
