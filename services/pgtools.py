@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from services.errors import ConfigError
 
@@ -99,4 +99,4 @@ def mask_password(url: str) -> str:
 
 def with_database(url: str, database: str) -> str:
     """The same server and credentials, another database (e.g. the maintenance one)."""
-    return urlsplit(url)._replace(path="/" + database).geturl()
+    return urlsplit(url)._replace(path="/" + quote(database, safe="")).geturl()

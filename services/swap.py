@@ -7,11 +7,14 @@ The old database, renamed, is the safety copy: undoing is two more renames.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import asyncpg
@@ -63,6 +66,60 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+# PostgreSQL cuts identifiers at 63 bytes (NAMEDATALEN - 1), silently.
+MAX_IDENTIFIER_BYTES = 63
+_TAG = "__rb_"
+# The run id's tag: run ids are `rb-<hex>`, stored with `_` (a plain identifier).
+_DERIVED = re.compile(r"__rb_(staging|old|undone)_([A-Za-z0-9_]+)$")
+
+
+class DerivedKind(StrEnum):
+    STAGING = "staging"  # the backup restored while the application runs
+    OLD = "old"  # the pre-rollback database, kept after the cut-over
+    UNDONE = "undone"  # the rolled-back database, set aside by an undo
+
+
+def _fit_bytes(text: str, limit: int) -> str:
+    """The longest prefix of `text` within `limit` UTF-8 bytes, cut between characters."""
+    return text.encode()[:limit].decode(errors="ignore")
+
+
+def derived_name(live: str, kind: DerivedKind, run_id: str) -> str:
+    """`<live, cut>_<hash of live>__rb_<kind>_<run>`, at most 63 bytes by construction.
+
+    The hash of the whole live name keeps two names that share their first bytes apart.
+    """
+    suffix = f"{_TAG}{kind.value}_{run_id.replace('-', '_')}"
+    digest = hashlib.sha256(live.encode()).hexdigest()[:8]
+    room = MAX_IDENTIFIER_BYTES - len(suffix.encode()) - len(digest) - 1
+    if room < 1:
+        raise ValueError(f"run id {run_id!r} is too long for a database name")
+    return f"{_fit_bytes(live, room)}_{digest}{suffix}"
+
+
+def parse_derived(name: str) -> tuple[DerivedKind, str] | None:
+    """(kind, run id) of a database name the bot derived, or None for any other name."""
+    match = _DERIVED.search(name)
+    if match is None:
+        return None
+    kind, tag = match.groups()
+    return DerivedKind(kind), tag.replace("_", "-")
+
+
+def derived_from(live: str, name: str) -> bool:
+    """Whether `name` was derived from the live database `live` (also by the bot's earlier
+    scheme, `<live[:40]>__rb_…`, so that the orphans it left are still found)."""
+    match = _DERIVED.search(name)
+    parsed = parse_derived(name)
+    if match is None or parsed is None:
+        return False
+    try:
+        ours = derived_name(live, *parsed)
+    except ValueError:  # a run id no run of ours has
+        return False
+    return name in (ours, live[:40] + match.group(0))
+
+
 @dataclass(frozen=True)
 class SwapNames:
     live: str
@@ -71,9 +128,16 @@ class SwapNames:
 
     @classmethod
     def for_run(cls, live: str, run_id: str) -> SwapNames:
-        # PostgreSQL truncates names at 63 bytes; keep the suffix, which makes them unique.
-        tag = run_id.replace("-", "_")
-        return cls(live, f"{live[:40]}__rb_staging_{tag}", f"{live[:40]}__rb_old_{tag}")
+        return cls(
+            live,
+            derived_name(live, DerivedKind.STAGING, run_id),
+            derived_name(live, DerivedKind.OLD, run_id),
+        )
+
+    @classmethod
+    def for_undo(cls, live: str, run_id: str, old: str) -> SwapNames:
+        """An undo: the rolled-back database is set aside, `old` comes back."""
+        return cls(live, derived_name(live, DerivedKind.UNDONE, run_id), old)
 
 
 @dataclass(frozen=True)
@@ -405,17 +469,30 @@ async def swap_back(target: DatabaseTarget, names: SwapNames, aside: str) -> flo
     )
 
 
-async def staging_databases(target: DatabaseTarget) -> list[tuple[str, str]]:
-    """(database, run id) of every staging database of this environment's database."""
-    prefix = f"{target.name[:40]}__rb_staging_"
+async def derived_databases(target: DatabaseTarget) -> list[tuple[str, DerivedKind, str]]:
+    """(database, kind, run id) of every database the bot derived from this one."""
     connection = await maintenance(target)
     try:
         rows = await connection.fetch(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix
+            "SELECT datname FROM pg_database WHERE strpos(datname, $1) > 0", _TAG
         )
     finally:
         await connection.close()
-    return [(r["datname"], r["datname"][len(prefix) :].replace("_", "-")) for r in rows]
+    found = []
+    for row in rows:
+        parsed = parse_derived(row["datname"])
+        if parsed is not None and derived_from(target.name, row["datname"]):
+            found.append((row["datname"], *parsed))
+    return sorted(found)
+
+
+async def staging_databases(target: DatabaseTarget) -> list[tuple[str, str]]:
+    """(database, run id) of every staging database of this environment's database."""
+    return [
+        (name, run_id)
+        for name, kind, run_id in await derived_databases(target)
+        if kind is DerivedKind.STAGING
+    ]
 
 
 async def database_exists(target: DatabaseTarget, name: str) -> bool:

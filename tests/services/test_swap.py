@@ -8,6 +8,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiodocker
@@ -22,6 +23,7 @@ from services.environments import HttpCheck, Strategy
 from services.events import Step, StepEvent
 from services.pgtools import with_database
 from services.run_store import RunStatus
+from services.swap import DerivedKind, SwapNames, derived_from, parse_derived
 from services.undo import undo_rollback
 from services.workflow import (
     discard_preparation,
@@ -30,7 +32,7 @@ from services.workflow import (
     prepare_rollback,
     rollback_database,
 )
-from tests.conftest import Stage
+from tests.conftest import FreshDatabase, Stage
 from tests.services.conftest import change_after_backup, container_states
 
 
@@ -86,7 +88,7 @@ async def swap_stage(stage: Stage, pg: ThrowawayPostgres) -> AsyncIterator[Stage
     await connection.close()
     yield stage.with_environment(strategy=Strategy.SWAP)
     for database in await database_names(stage.dsn):
-        if database.startswith(name[:40] + "__rb_"):
+        if derived_from(name, database):
             await pg.drop_database(database)
     connection = await asyncpg.connect(pg.superuser_dsn())
     await connection.execute(f"DROP OWNED BY {role}")
@@ -285,7 +287,7 @@ async def test_rename_refused_because_a_session_stays_leaves_everything_as_it_wa
         assert await database_snapshot(app_dsn) == before
         assert set((await container_states(docker, stage.project)).values()) == {"running"}
         names = await database_names(app_dsn)
-        assert not [n for n in names if n.startswith(database + "__rb_")]
+        assert not [n for n in names if derived_from(database, n)]
         # New connections are accepted again.
         connection = await asyncpg.connect(app_dsn)
         await connection.close()
@@ -351,3 +353,88 @@ async def test_not_enough_disk_falls_back_to_in_place(
     assert result.ok, result.error
     assert result.strategy == "in-place"
     assert await database_snapshot(dsn) == expected
+
+
+# -- issue 8: derived names fit 63 bytes and map back to their run --
+
+LONG_ASCII = "a" * 63
+FORTY = "orders_archive_for_the_eu_region_2024_q4"  # 40 characters
+MULTIBYTE = ("données_clients_production_" * 3)[:40]  # shares a prefix with MULTIBYTE_2
+MULTIBYTE_2 = MULTIBYTE[:-1] + "é"
+
+
+@pytest.mark.parametrize("live", [LONG_ASCII, FORTY, MULTIBYTE, MULTIBYTE_2, "é" * 31 + "x", "s"])
+def test_derived_names_fit_63_bytes_and_parse_back_to_their_run(live: str) -> None:
+    """issue 8: staging/old/undone names fit PostgreSQL's 63 bytes and name their run."""
+    names = SwapNames.for_run(live, "rb-1a2b3c4d")
+    undone = SwapNames.for_undo(live, "rb-99aa88bb", names.old).staging
+    for name, kind, run_id in (
+        (names.staging, DerivedKind.STAGING, "rb-1a2b3c4d"),
+        (names.old, DerivedKind.OLD, "rb-1a2b3c4d"),
+        (undone, DerivedKind.UNDONE, "rb-99aa88bb"),
+    ):
+        assert len(name.encode()) <= 63
+        name.encode().decode()  # whole characters only
+        assert parse_derived(name) == (kind, run_id)
+        assert derived_from(live, name)
+        assert not derived_from(live + "x", name)
+    assert parse_derived(live) is None
+
+
+def test_long_names_that_share_a_prefix_never_collide() -> None:
+    """issue 8: two names equal in their first bytes get different derived names."""
+    pairs = [(MULTIBYTE, MULTIBYTE_2), (LONG_ASCII, LONG_ASCII[:-1] + "b"), (FORTY, FORTY + "x")]
+    for first, second in pairs:
+        a, b = SwapNames.for_run(first, "rb-00000001"), SwapNames.for_run(second, "rb-00000001")
+        assert {a.staging, a.old}.isdisjoint({b.staging, b.old})
+        assert not derived_from(first, b.staging) and not derived_from(second, a.staging)
+
+
+@pytest.fixture(params=[LONG_ASCII, "é" * 31 + "x"], ids=["63-byte-ascii", "63-byte-multibyte"])
+async def long_named_stage(
+    request: pytest.FixtureRequest, stage: Stage, pg: ThrowawayPostgres
+) -> AsyncIterator[Stage]:
+    """The stage's database renamed to a 63-byte name, with the swap strategy."""
+    long_name: str = request.param
+    admin = await asyncpg.connect(pg.superuser_dsn())
+    try:
+        await admin.execute(f'ALTER DATABASE {stage.database.name} RENAME TO "{long_name}"')
+    finally:
+        await admin.close()
+    dsn = pg.superuser_dsn(long_name)
+    renamed = replace(stage, database=FreshDatabase(long_name, dsn))
+    try:
+        yield renamed.with_environment(database_url=SecretStr(dsn), strategy=Strategy.SWAP)
+    finally:
+        for database in await database_names(dsn):
+            if derived_from(long_name, database):
+                await pg.drop_database(database)
+        admin = await asyncpg.connect(pg.superuser_dsn())
+        try:
+            await admin.execute(f'ALTER DATABASE "{long_name}" RENAME TO {stage.database.name}')
+        finally:
+            await admin.close()
+
+
+async def test_swap_rollback_and_undo_of_a_63_byte_name(long_named_stage: Stage) -> None:
+    """issue 8: a 63-byte (ASCII or multibyte) name swaps, undoes, and leaves no orphan."""
+    stage = long_named_stage
+    at_backup = await database_snapshot(stage.dsn)
+    await change_after_backup(stage.dsn)
+    before = await database_snapshot(stage.dsn)
+    plan = await plan_rollback(stage.services, stage.environment.name, None)
+    assert plan.strategy is Strategy.SWAP, plan.strategy_note
+    result = await rollback_database(stage.services, plan, requested_by="t", listener=Recorder())
+    assert result.ok, (result.error, result.environment_state)
+    assert await database_snapshot(stage.dsn) == at_backup
+    names = await database_names(stage.dsn)
+    assert stage.database.name in names and result.old_database in names
+    assert parse_derived(result.old_database or "") == (DerivedKind.OLD, result.run_id)
+    undo = await undo_rollback(
+        stage.services, stage.environment.name, requested_by="t", listener=Recorder()
+    )
+    assert undo.ok, (undo.error, undo.environment_state)
+    assert await database_snapshot(stage.dsn) == before
+    kept = {n for n in await database_names(stage.dsn) if derived_from(stage.database.name, n)}
+    assert kept == {undo.old_database}  # the rolled-back database, kept for its time
+    assert parse_derived(undo.old_database or "") == (DerivedKind.UNDONE, undo.run_id)
