@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import terminal
-from bot.environments_file import load_environments
+from bot.environments_file import load_environments, store_problems
 from bot.resources import open_services
 from bot.settings import Settings, load_settings
 from services import backups as catalogue
@@ -122,6 +122,10 @@ async def cmd_backups(args: argparse.Namespace) -> int:
 
 async def cmd_check_config(args: argparse.Namespace) -> int:
     settings, environments = _load(args)
+    store = settings.database_url.get_secret_value() if settings.database_url else None
+    problems = store_problems(store, environments)
+    if problems:
+        raise ConfigError(problems)
     lines = [f"{settings.rollback_config}: {len(environments)} environment(s) OK"]
     for environment in environments.values():
         found = await catalogue.list_backups(environment)
