@@ -14,6 +14,7 @@ from typing import Any
 
 from bot import terminal
 from bot.environments_file import load_environments, store_problems
+from bot.logs import configure_logging, configured_secrets
 from bot.resources import open_services
 from bot.settings import Settings, load_settings
 from services import backups as catalogue
@@ -36,7 +37,10 @@ def _out(lines: Sequence[str]) -> None:
 def _load(args: argparse.Namespace) -> tuple[Settings, dict[str, Environment]]:
     """Settings, then the environments file they name (--config wins over ROLLBACK_CONFIG)."""
     settings = load_settings(**({"rollback_config": Path(args.config)} if args.config else {}))
-    return settings, load_environments(settings.rollback_config)
+    environments = load_environments(settings.rollback_config)
+    # From here on no log line carries a configured secret.
+    configure_logging(logging.WARNING, secrets=configured_secrets(settings, environments))
+    return settings, environments
 
 
 def _who() -> str:
@@ -261,7 +265,7 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.WARNING)
     return run(args.handler, args)
 
 

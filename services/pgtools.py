@@ -174,6 +174,16 @@ def mask_password(url: str) -> str:
     return parts._replace(netloc=netloc, query=query).geturl()
 
 
+def scrub(text: str, url: str) -> str:
+    """`text` without the URL's password (as written and decoded), for a log line."""
+    env = libpq_environment(url)
+    secrets = {env.get("PGPASSWORD", ""), urlsplit(url).password or ""}
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
+
+
 def same_database(first: str, second: str) -> bool:
     """Whether two URLs name the same database on the same server (host, port, name)."""
 

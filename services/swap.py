@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import re
 import shutil
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -23,6 +25,10 @@ from services import database, processes
 from services.backups import Backup
 from services.database import DatabaseTarget
 from services.errors import DatabaseError
+from services.pgtools import scrub
+from services.processes import error_headline
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str], Awaitable[None]]
 
@@ -314,7 +320,7 @@ async def restore_into_staging(
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **env},
     )
-    errors: list[str] = []
+    errors: deque[str] = deque(maxlen=200)  # the last lines that are not progress
     done = 0
     last_report = 0.0
     try:
@@ -330,6 +336,8 @@ async def restore_into_staging(
                     last_report = now
                     share = min(100, round(100 * done / max(entries, 1)))
                     await progress(f"restoring into the staging database: {share}%")
+            elif not text.startswith("pg_restore: "):
+                errors.append(text)  # a server message's DETAIL/CONTEXT lines, COPY data
             elif "error" in text.lower():
                 errors.append(text)
         returncode = await process.wait()
@@ -339,9 +347,11 @@ async def restore_into_staging(
         raise
     if returncode != 0:
         await drop_database(target, names.staging)
+        said = "\n".join(errors)
+        log.warning("restore into %s failed: %s", names.staging, scrub(said, target.url))
         raise DatabaseError(
             f"Restore of {backup.name} into the staging database failed",
-            "\n".join(errors[-20:]) or f"pg_restore exited with {returncode}",
+            error_headline(said) or f"pg_restore exited with {returncode}",
         )
     await progress("refreshing planner statistics on the staging database")
     await database.analyze(target.on(names.staging))
