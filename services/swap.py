@@ -219,53 +219,110 @@ async def drop_database(target: DatabaseTarget, name: str) -> None:
         await connection.close()
 
 
+def _locale_columns(version: int) -> str:
+    """The locale provider and its locale, as this server version names them."""
+    columns = []
+    if version >= 15:
+        columns.append("d.datlocprovider::text AS provider")
+        columns.append(("d.datlocale" if version >= 17 else "d.daticulocale") + " AS locale")
+    if version >= 16:
+        columns.append("d.daticurules AS icu_rules")
+    return "".join(", " + c for c in columns)
+
+
 async def _create_like(connection: asyncpg.Connection, live: str, staging: str) -> None:
+    """An empty database with the live one's owner, encoding, locale (provider, collation,
+    ICU locale and rules), tablespace and connection limit."""
+    version = connection.get_server_version().major
     row = await connection.fetchrow(
-        "SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding,"
-        " datcollate, datctype, datconnlimit FROM pg_database WHERE datname = $1",
+        "SELECT pg_get_userbyid(d.datdba) AS owner, pg_encoding_to_char(d.encoding) AS encoding,"
+        " d.datcollate, d.datctype, d.datconnlimit, t.spcname AS tablespace"
+        f"{_locale_columns(version)} FROM pg_database d"
+        " JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = $1",
         live,
     )
     if row is None:
         raise DatabaseError(f"Database {live} does not exist")
+    options = [
+        f"OWNER {_ident(row['owner'])}",
+        f"ENCODING {_literal(row['encoding'])}",
+        f"LC_COLLATE {_literal(row['datcollate'])}",
+        f"LC_CTYPE {_literal(row['datctype'])}",
+        f"CONNECTION LIMIT {int(row['datconnlimit'])}",
+    ]
+    if row["tablespace"] != "pg_default":
+        options.append(f"TABLESPACE {_ident(row['tablespace'])}")
+    provider, locale = row.get("provider"), row.get("locale")
+    if provider == "i":
+        options.append(f"LOCALE_PROVIDER icu ICU_LOCALE {_literal(locale or '')}")
+        if row.get("icu_rules"):
+            options.append(f"ICU_RULES {_literal(row['icu_rules'])}")
+    elif provider == "b":
+        options.append(f"LOCALE_PROVIDER builtin BUILTIN_LOCALE {_literal(locale or '')}")
+    elif provider == "c":
+        options.append("LOCALE_PROVIDER libc")
     await connection.execute(
-        f"CREATE DATABASE {_ident(staging)} WITH TEMPLATE template0"
-        f" OWNER {_ident(row['owner'])} ENCODING {_literal(row['encoding'])}"
-        f" LC_COLLATE {_literal(row['datcollate'])} LC_CTYPE {_literal(row['datctype'])}"
-        f" CONNECTION LIMIT {int(row['datconnlimit'])}"
+        f"CREATE DATABASE {_ident(staging)} WITH TEMPLATE template0 " + " ".join(options)
     )
 
 
+_GRANTS = (
+    "SELECT pg_get_userbyid(a.grantor) AS grantor, a.grantee,"
+    " CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS grantee_name,"
+    " a.privilege_type, a.is_grantable"
+    " FROM pg_database d, aclexplode(d.datacl) WITH ORDINALITY a WHERE d.datname = $1"
+    " ORDER BY a.ordinality"
+)
+
+
+async def _copy_grants(connection: asyncpg.Connection, live: str, staging: str) -> None:
+    """The live database's GRANTs, each made by its own grantor: the owner's first, then
+    those a grantee with GRANT OPTION made (as that role), in their original order."""
+    owner = await connection.fetchval(
+        "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", live
+    )
+    target = _ident(staging)
+    await connection.execute(f"REVOKE ALL ON DATABASE {target} FROM PUBLIC")
+    await connection.execute(f"REVOKE ALL ON DATABASE {target} FROM {_ident(owner)}")
+    grants = await connection.fetch(_GRANTS, live)
+    for grant in sorted(grants, key=lambda g: g["grantor"] != owner):  # stable: keeps order
+        grantee = "PUBLIC" if grant["grantee"] == 0 else _ident(grant["grantee_name"])
+        option = " WITH GRANT OPTION" if grant["is_grantable"] else ""
+        statement = f"GRANT {grant['privilege_type']} ON DATABASE {target} TO {grantee}{option}"
+        if grant["grantor"] == owner:
+            await connection.execute(statement)
+            continue
+        # GRANTED BY must name the current user: the grant is made as its grantor.
+        await connection.execute(f"SET ROLE {_ident(grant['grantor'])}")
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.execute("RESET ROLE")
+    before = {tuple(g) for g in grants}
+    after = {tuple(g) for g in await connection.fetch(_GRANTS, staging)}
+    if before != after:
+        raise DatabaseError(
+            "The staging database's privileges could not be made equal to the live one's",
+            f"{len(before ^ after)} grant(s) differ (grantor or grant option)",
+        )
+
+
 async def copy_database_properties(connection: asyncpg.Connection, live: str, staging: str) -> None:
-    """GRANTs, `ALTER DATABASE … SET` settings and the comment: a dump without the
-    database entry does not carry them, and the swap must not lose them."""
+    """GRANTs (with their grantors), `ALTER DATABASE … SET` settings and the comment: a
+    dump without the database entry does not carry them, and the swap must not lose them."""
     source = await connection.fetchrow(
-        "SELECT oid, datacl IS NULL AS default_acl, pg_get_userbyid(datdba) AS owner,"
+        "SELECT oid, datacl IS NULL AS default_acl,"
         " shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1",
         live,
     )
     assert source is not None
     target = _ident(staging)
+    try:
+        if not source["default_acl"]:
+            await _copy_grants(connection, live, staging)
+    except asyncpg.PostgresError as error:
+        raise DatabaseError("Cannot copy the live database's privileges", str(error)) from error
     statements: list[str] = []
-    if not source["default_acl"]:
-        statements.append(f"REVOKE ALL ON DATABASE {target} FROM PUBLIC")
-        statements.append(f"REVOKE ALL ON DATABASE {target} FROM {_ident(source['owner'])}")
-        grants = await connection.fetch(
-            "SELECT a.grantee, a.privilege_type, a.is_grantable"
-            " FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = $1",
-            live,
-        )
-        for grant in grants:
-            grantee = (
-                "PUBLIC"
-                if grant["grantee"] == 0
-                else _ident(
-                    await connection.fetchval("SELECT pg_get_userbyid($1)", grant["grantee"])
-                )
-            )
-            option = " WITH GRANT OPTION" if grant["is_grantable"] else ""
-            statements.append(
-                f"GRANT {grant['privilege_type']} ON DATABASE {target} TO {grantee}{option}"
-            )
     settings = await connection.fetch(
         "SELECT CASE WHEN setrole = 0 THEN NULL ELSE pg_get_userbyid(setrole) END AS role,"
         " setconfig FROM pg_db_role_setting WHERE setdatabase = $1",
@@ -353,13 +410,17 @@ async def restore_into_staging(
             f"Restore of {backup.name} into the staging database failed",
             error_headline(said) or f"pg_restore exited with {returncode}",
         )
-    await progress("refreshing planner statistics on the staging database")
-    await database.analyze(target.on(names.staging))
-    connection = await maintenance(target)
     try:
-        await copy_database_properties(connection, names.live, names.staging)
-    finally:
-        await connection.close()
+        await progress("refreshing planner statistics on the staging database")
+        await database.analyze(target.on(names.staging))
+        connection = await maintenance(target)
+        try:
+            await copy_database_properties(connection, names.live, names.staging)
+        finally:
+            await connection.close()
+    except BaseException:
+        await asyncio.shield(drop_database(target, names.staging))
+        raise
 
 
 async def _row_counts(target: DatabaseTarget) -> dict[str, int]:

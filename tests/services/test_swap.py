@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import pwd
 import socket
 import subprocess
 import uuid
@@ -49,6 +51,11 @@ async def database_properties(dsn: str, name: str) -> dict[str, object]:
     try:
         row = await connection.fetchrow(
             "SELECT pg_get_userbyid(datdba) AS owner, datacl::text[] AS acl, datconnlimit,"
+            " datcollate, datctype, datlocprovider::text AS provider, daticulocale,"
+            " (SELECT spcname FROM pg_tablespace WHERE oid = dattablespace) AS tablespace,"
+            " (SELECT array_agg(g ORDER BY g) FROM (SELECT format('%s>%s:%s:%s',"
+            "   pg_get_userbyid(a.grantor), pg_get_userbyid(a.grantee), a.privilege_type,"
+            "   a.is_grantable) AS g FROM aclexplode(d.datacl) a) x) AS grants,"
             " shobj_description(oid, 'pg_database') AS comment,"
             " (SELECT array_agg(coalesce(r.rolname, '*') || ':'"
             "   || array_to_string(s.setconfig, ';')"
@@ -438,3 +445,87 @@ async def test_swap_rollback_and_undo_of_a_63_byte_name(long_named_stage: Stage)
     kept = {n for n in await database_names(stage.dsn) if derived_from(stage.database.name, n)}
     assert kept == {undo.old_database}  # the rolled-back database, kept for its time
     assert parse_derived(undo.old_database or "") == (DerivedKind.UNDONE, undo.run_id)
+
+
+# -- issue 8: the swap keeps the tablespace, the ICU locale and the grantors --
+
+
+@pytest.fixture
+async def icu_stage(stage: Stage, pg: ThrowawayPostgres) -> AsyncIterator[Stage]:
+    """A database on its own tablespace, with an ICU locale, a GRANT made by a non-owner
+    (who holds GRANT OPTION), seeded, backed up, and changed since."""
+    tag = uuid.uuid4().hex[:6]
+    owner, granter, reader = f"own_{tag}", f"granter_{tag}", f"reader_{tag}"
+    space, name = f"space_{tag}", f"icu_{tag}"
+    folder = pg.base_path / space
+    await asyncio.to_thread(folder.mkdir)
+    account = await asyncio.to_thread(pwd.getpwnam, pg.os_user)
+    await asyncio.to_thread(os.chown, folder, account.pw_uid, account.pw_gid)
+    admin = await asyncpg.connect(pg.superuser_dsn())
+    try:
+        await admin.execute(f"CREATE TABLESPACE {space} LOCATION '{folder}'")
+        for role in (owner, granter, reader):
+            await admin.execute(f"CREATE ROLE {role}")
+        await admin.execute(
+            f"CREATE DATABASE {name} OWNER {owner} TEMPLATE template0 TABLESPACE {space}"
+            " LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LOCALE 'C'"
+        )
+        await admin.execute(
+            f"GRANT CONNECT, TEMP ON DATABASE {name} TO {granter} WITH GRANT OPTION"
+        )
+        await admin.execute(f"SET ROLE {granter}")
+        await admin.execute(f"GRANT CONNECT ON DATABASE {name} TO {reader}")
+        await admin.execute("RESET ROLE")
+    finally:
+        await admin.close()
+    dsn = pg.superuser_dsn(name)
+    await seed_demo_database(dsn, rows=300)
+    await dump_database(
+        DatabaseTarget(dsn, stage.services.tools),
+        stage.environment.backups_dir / "pre-deployment-20241210-120000.dump",
+    )
+    await change_after_backup(dsn)
+    try:
+        yield replace(stage, database=FreshDatabase(name, dsn)).with_environment(
+            database_url=SecretStr(dsn), strategy=Strategy.SWAP
+        )
+    finally:
+        for database in await database_names(dsn):
+            if database == name or derived_from(name, database):
+                await pg.drop_database(database)
+        admin = await asyncpg.connect(pg.superuser_dsn())
+        try:
+            await admin.execute(f"DROP TABLESPACE {space}")
+            for role in (reader, granter, owner):
+                await admin.execute(f"DROP ROLE {role}")
+        finally:
+            await admin.close()
+        await asyncio.to_thread(folder.rmdir)
+
+
+async def test_swap_keeps_tablespace_icu_locale_and_grantors(icu_stage: Stage) -> None:
+    """issue 8: a database on a non-default tablespace stays there, ICU stays ICU with its
+    locale, and a GRANT made by a non-owner keeps its grantor, through a swap and its undo."""
+    stage = icu_stage
+    name = stage.database.name
+    properties = await database_properties(stage.dsn, name)
+    assert properties["provider"] == "i" and properties["daticulocale"] == "de-DE"
+    assert str(properties["tablespace"]).startswith("space_")
+    assert any(g.startswith("granter_") for g in properties["grants"])  # type: ignore[attr-defined]
+    before = await database_snapshot(stage.dsn)
+
+    plan = await plan_rollback(
+        stage.services, stage.environment.name, "pre-deployment-20241210-120000.dump"
+    )
+    assert plan.strategy is Strategy.SWAP, plan.strategy_note
+    result = await rollback_database(stage.services, plan, requested_by="t", listener=Recorder())
+    assert result.ok, (result.error, result.environment_state)
+    assert result.strategy == "swap" and result.old_database, result.environment_state
+    assert await database_properties(stage.dsn, name) == properties
+
+    undo = await undo_rollback(
+        stage.services, stage.environment.name, requested_by="t", listener=Recorder()
+    )
+    assert undo.ok, (undo.error, undo.environment_state)
+    assert await database_snapshot(stage.dsn) == before
+    assert await database_properties(stage.dsn, name) == properties
