@@ -44,6 +44,8 @@ class EnvironmentEntry(BaseModel):
     safety_backup_compression: int = Field(default=1, ge=0, le=9)
     strategy: Strategy = Strategy.SWAP
     keep_old_database_hours: float = Field(default=24.0, ge=0)
+    preview_exact_mb: float = Field(default=256.0, ge=0)
+    preview_timeout_seconds: float = Field(default=15.0, gt=0)
     health: HealthConfig = HealthConfig()
     approval: ApprovalPolicy = ApprovalPolicy()
     contacts: Contacts = Contacts()
@@ -174,6 +176,8 @@ def load_environments(path: Path) -> dict[str, Environment]:
             safety_backup_compression=entry.safety_backup_compression,
             strategy=entry.strategy,
             keep_old_database_hours=entry.keep_old_database_hours,
+            preview_exact_mb=entry.preview_exact_mb,
+            preview_timeout_seconds=entry.preview_timeout_seconds,
             health=entry.health,
             approval=entry.approval,
             contacts=entry.contacts,

@@ -159,6 +159,7 @@ class TableLoss:
     table: str
     live_rows: int
     backup_rows: int
+    estimated: bool = False  # either side is the planner's estimate, not a count
 
     @property
     def removed(self) -> int:
@@ -423,20 +424,70 @@ async def restore_into_staging(
         raise
 
 
-async def _row_counts(target: DatabaseTarget) -> dict[str, int]:
+@dataclass(frozen=True)
+class PreviewLimits:
+    """How much the data-loss preview may read: tables are counted exactly, smallest first,
+    while their total size stays under `exact_bytes`; the others are estimated from the
+    planner's statistics. The whole preview ends within `timeout_seconds`."""
+
+    exact_bytes: int = 256 << 20
+    timeout_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
+class RowCount:
+    rows: int
+    estimated: bool
+
+
+# Sizes from the catalogue (relpages), which takes no lock: a table locked by a migration
+# must not hold up the preview.
+_TABLE_SIZES = r"""
+SELECT format('%I.%I', n.nspname, c.relname) AS name,
+       current_setting('block_size')::bigint * CASE WHEN c.relkind = 'p'
+            THEN (SELECT coalesce(sum(k.relpages), 0)
+                  FROM pg_partition_tree(c.oid) t JOIN pg_class k ON k.oid = t.relid)
+            ELSE c.relpages END AS bytes,
+       CASE WHEN c.relkind = 'p'
+            THEN (SELECT coalesce(sum(greatest(k.reltuples, 0)), 0)
+                  FROM pg_partition_tree(c.oid) t JOIN pg_class k ON k.oid = t.relid)
+            ELSE c.reltuples END AS reltuples,
+       coalesce(s.n_live_tup, 0) AS live_tuples
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT LIKE 'pg\_%'
+  AND n.nspname <> 'information_schema'
+"""
+
+
+async def _row_counts(target: DatabaseTarget, limits: PreviewLimits) -> dict[str, RowCount]:
+    """Rows per table: exact for the small tables within the budget and the time left,
+    `pg_class.reltuples` (or the statistics' live tuples, never analyzed) for the rest."""
+    deadline = time.monotonic() + limits.timeout_seconds
     connection = await database.connect(target)
     try:
-        tables = await connection.fetch(
-            "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT LIKE 'pg\\_%'"
-            " AND n.nspname <> 'information_schema'"
-        )
-        counts = {}
-        for table in tables:
-            counts[table["name"]] = int(
-                await connection.fetchval(f"SELECT count(*) FROM {table['name']}")
+        await connection.execute(f"SET statement_timeout = {int(limits.timeout_seconds * 1000)}")
+        await connection.execute("SET lock_timeout = 2000")
+        tables = await connection.fetch(_TABLE_SIZES)
+        counts: dict[str, RowCount] = {}
+        budget = limits.exact_bytes
+        for table in sorted(tables, key=lambda t: (t["bytes"], t["name"])):
+            estimate = float(table["reltuples"])
+            estimated = RowCount(
+                int(estimate) if estimate >= 0 else int(table["live_tuples"]), True
             )
+            left = deadline - time.monotonic()
+            if table["bytes"] > budget or left <= 0.05:
+                counts[table["name"]] = estimated
+                continue
+            budget -= table["bytes"]
+            await connection.execute(f"SET statement_timeout = {max(int(left * 1000), 1)}")
+            try:
+                rows = await connection.fetchval(f"SELECT count(*) FROM {table['name']}")
+                counts[table["name"]] = RowCount(int(rows), False)
+            except (asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError):
+                counts[table["name"]] = estimated  # out of time: the rest is estimated
         return counts
     except asyncpg.PostgresError as error:
         raise DatabaseError(f"Cannot count the rows of {target.name}", str(error)) from error
@@ -444,11 +495,21 @@ async def _row_counts(target: DatabaseTarget) -> dict[str, int]:
         await connection.close()
 
 
-async def preview_data_loss(target: DatabaseTarget, names: SwapNames) -> list[TableLoss]:
+async def preview_data_loss(
+    target: DatabaseTarget, names: SwapNames, limits: PreviewLimits = PreviewLimits()
+) -> list[TableLoss]:
     """Per table: rows in the live database against rows in the backup (staging)."""
-    live, staged = await asyncio.gather(_row_counts(target), _row_counts(target.on(names.staging)))
+    live, staged = await asyncio.gather(
+        _row_counts(target, limits), _row_counts(target.on(names.staging), limits)
+    )
+    missing = RowCount(0, False)
     return [
-        TableLoss(table, live.get(table, 0), staged.get(table, 0))
+        TableLoss(
+            table,
+            live.get(table, missing).rows,
+            staged.get(table, missing).rows,
+            live.get(table, missing).estimated or staged.get(table, missing).estimated,
+        )
         for table in sorted(set(live) | set(staged))
     ]
 

@@ -450,15 +450,27 @@ async def prepare_rollback(
                 entries=plan.archive.entries,
                 progress=lambda message: recorder.progress(Step.PREPARE, message),
             )
-            loss = await swap.preview_data_loss(target, names)
+            limits = swap.PreviewLimits(
+                exact_bytes=int(plan.environment.preview_exact_mb * (1 << 20)),
+                timeout_seconds=plan.environment.preview_timeout_seconds,
+            )
+            loss = await swap.preview_data_loss(target, names, limits)
             removed = sum(max(t.removed, 0) for t in loss)
-            record.message = f"staging database ready; {removed} row(s) will leave the live data"
+            about = "about " if any(t.estimated and t.removed for t in loss) else ""
+            record.message = (
+                f"staging database ready; {about}{removed} row(s) will leave the live data"
+            )
             await services.store.append_event(
                 run_id,
                 "data_loss_preview",
                 detail={
                     "tables": [
-                        {"table": t.table, "live": t.live_rows, "backup": t.backup_rows}
+                        {
+                            "table": t.table,
+                            "live": t.live_rows,
+                            "backup": t.backup_rows,
+                            "estimated": t.estimated,
+                        }
                         for t in loss
                     ]
                 },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from services.checklist import BOT, ChecklistItem, Tick
 from services.environments import ApprovalPolicy, Environment
 from services.events import EventKind, Step, StepEvent
 from services.run_store import ApprovalRecord, RunRecord, RunStatus
-from services.run_view import RunView, StepState, StepStatus, TimelineEntry
+from services.run_view import RunView, StepState, StepStatus, TableRows, TimelineEntry
 
 NOW = datetime(2024, 12, 3, 15, 0, tzinfo=UTC)
 ENV = Environment(
@@ -205,3 +206,20 @@ def test_parse_command(
 ) -> None:
     parsed = parse_command(text)
     assert (parsed.kind, parsed.environment, parsed.backup) == (kind, environment, backup)
+
+
+def test_data_loss_preview_marks_estimates() -> None:
+    """issue 8: rows estimated from the planner's statistics are marked as such."""
+    view = dataclasses.replace(
+        make_view(),
+        data_loss=(
+            TableRows("public.events", 9_000_000, 8_500_000, estimated=True),
+            TableRows("public.orders", 120, 100),
+        ),
+    )
+    wire = valid(run_message(view, now=NOW))
+    (section,) = [b for b in wire if b["block_id"] == "rollback.data_loss"]
+    text = section["text"]["text"]
+    assert "public.events" in text and "-500,000 ≈" in text
+    assert "-20 ≈" not in text and "-20" in text
+    assert "≈ an estimate from the planner's statistics" in text

@@ -25,7 +25,16 @@ from services.environments import HttpCheck, Strategy
 from services.events import Step, StepEvent
 from services.pgtools import with_database
 from services.run_store import RunStatus
-from services.swap import DerivedKind, SwapNames, derived_from, parse_derived
+from services.swap import (
+    DerivedKind,
+    PreviewLimits,
+    SwapNames,
+    derived_from,
+    drop_database,
+    parse_derived,
+    preview_data_loss,
+    restore_into_staging,
+)
 from services.undo import undo_rollback
 from services.workflow import (
     discard_preparation,
@@ -529,3 +538,74 @@ async def test_swap_keeps_tablespace_icu_locale_and_grantors(icu_stage: Stage) -
     assert undo.ok, (undo.error, undo.environment_state)
     assert await database_snapshot(stage.dsn) == before
     assert await database_properties(stage.dsn, name) == properties
+
+
+# -- issue 8: the data-loss preview is bounded in time --
+
+
+async def test_preview_counts_small_tables_and_estimates_beyond_the_budget(
+    swap_stage: Stage,
+) -> None:
+    """issue 8: exact counts within the size budget; estimates (marked) beyond it."""
+    stage = swap_stage
+    await change_after_backup(stage.dsn)
+    plan = await plan_rollback(stage.services, stage.environment.name, None)
+    run = await stage.services.store.create_run(
+        environment=stage.environment.name,
+        kind="database",
+        requested_by="a",
+        status=RunStatus.AWAITING_APPROVAL,
+        plan=plan.summary(),
+    )
+    prep = await prepare_rollback(stage.services, plan, run_id=run.id, listener=Recorder())
+    assert prep.names is not None
+    try:
+        exact = {t.table: t for t in prep.loss}
+        assert not any(t.estimated for t in exact.values())
+        admin = await asyncpg.connect(stage.dsn)
+        await admin.execute("ANALYZE")
+        await admin.close()
+        estimated = await preview_data_loss(
+            stage.target(), prep.names, PreviewLimits(exact_bytes=0)
+        )
+        # Every table with pages is estimated; an empty one costs nothing to count.
+        assert estimated and all(t.estimated for t in estimated if t.live_rows or t.backup_rows)
+        for table in estimated:  # ANALYZE read these small tables whole: exact estimates
+            assert (table.live_rows, table.backup_rows) == (
+                exact[table.table].live_rows,
+                exact[table.table].backup_rows,
+            )
+    finally:
+        await discard_preparation(stage.services, plan, prep)
+
+
+async def test_preview_ends_within_its_timeout_while_a_table_is_locked(
+    swap_stage: Stage,
+) -> None:
+    """issue 8: a count that cannot finish in time becomes an estimate; the preview does
+    not wait for it."""
+    stage = swap_stage
+    names = SwapNames.for_run(stage.database.name, "rb-00c0ffee")
+    await restore_into_staging(
+        stage.target(), stage.backup, names, jobs=1, entries=10, progress=_no_progress
+    )
+    blocker = await asyncpg.connect(stage.dsn)
+    try:
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        began = asyncio.get_running_loop().time()
+        loss = await preview_data_loss(stage.target(), names, PreviewLimits(timeout_seconds=0.5))
+        elapsed = asyncio.get_running_loop().time() - began
+        await transaction.rollback()
+    finally:
+        await blocker.close()
+        await drop_database(stage.target(), names.staging)
+    assert elapsed < 1.5
+    by_table = {t.table: t for t in loss}
+    assert by_table["public.orders"].estimated
+    assert not by_table["public.customers"].estimated
+
+
+async def _no_progress(message: str) -> None:
+    pass
