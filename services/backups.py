@@ -23,7 +23,8 @@ class Backup:
     path: Path
     size_bytes: int
     created_at: datetime  # from the name's YYYYMMDD-HHMMSS stamp (UTC), else the file's mtime
-    # inode, size and modification time: the same file, unchanged, while it stays equal
+    # inode, size, modification and change times: the same file, unchanged, while it stays
+    # equal (a rewrite changes ctime even when mtime is set back)
     identity: str = ""
 
     def age_seconds(self, now: datetime | None = None) -> float:
@@ -52,7 +53,7 @@ def _created_at(path: Path, mtime: float) -> datetime:
 
 def _describe(path: Path) -> Backup:
     stat = path.stat()
-    identity = f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+    identity = f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
     return Backup(path.name, path, stat.st_size, _created_at(path, stat.st_mtime), identity)
 
 

@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from services import approved_copy, database, swap
 from services import backups as catalogue
-from services import database, swap
+from services.approved_copy import ApprovedCopy
 from services.backups import ArchiveContents, Backup
 from services.bundle import Services
 from services.containers import Container
@@ -47,6 +48,8 @@ class RollbackPlan:
     strategy_note: str = ""
     # No room for two copies: empty the database first (the safety backup covers it).
     wipe_first: bool = False
+    # The approved bytes (set by approvals.bind_plan): what every restore reads.
+    approved: ApprovedCopy | None = None
 
     @property
     def backup_age_seconds(self) -> float:
@@ -92,6 +95,7 @@ class RollbackResult:
     strategy: str = Strategy.IN_PLACE.value
     old_database: str | None = None  # swap: the pre-rollback database, kept for undo
     keep_old_until: datetime | None = None
+    backup_sha256: str | None = None  # the bytes that were restored (the approved copy's)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -104,6 +108,7 @@ class RollbackResult:
             "strategy": self.strategy,
             "old_database": self.old_database,
             "keep_old_until": self.keep_old_until.isoformat() if self.keep_old_until else None,
+            "backup_sha256": self.backup_sha256,
             "steps": [
                 {
                     "step": s.step.value,
@@ -122,6 +127,17 @@ class RollbackResult:
 
 def target_for(services: Services, environment: Environment) -> DatabaseTarget:
     return DatabaseTarget(environment.database_url.get_secret_value(), services.tools)
+
+
+async def approved_source(plan: RollbackPlan) -> tuple[Backup, ApprovedCopy]:
+    """The backup to restore, read from the approved copy after checking its checksum; a
+    plan never bound to a checksum (the command line) has its copy taken here."""
+    if plan.approved is None:
+        copy = await approved_copy.take_copy(plan.backup, plan.environment.backups_dir)
+    else:
+        copy = plan.approved
+        await approved_copy.verify(copy)
+    return approved_copy.as_backup(plan.backup, copy), copy
 
 
 async def plan_rollback(
@@ -261,6 +277,7 @@ class Execution:
         self.down_since: float | None = None
         self.database_unavailable_seconds: float | None = None
         self.health: HealthReport | None = None
+        self.source = plan.backup  # in place: the approved copy, once verified
 
     async def stop(self) -> None:
         async with self.recorder.step(Step.STOP) as record:
@@ -299,7 +316,7 @@ class Execution:
             began = time.monotonic()
             try:
                 await database.restore_in_place(
-                    self.target, self.plan.backup, wipe_first=self.plan.wipe_first
+                    self.target, self.source, wipe_first=self.plan.wipe_first
                 )
             except RestoreFailed as error:
                 self.database_changed = error.may_have_committed
@@ -425,6 +442,7 @@ class Preparation:
     names: swap.SwapNames | None
     loss: list[swap.TableLoss] = field(default_factory=list)
     note: str = ""
+    sha256: str | None = None  # of the bytes restored into the staging database
 
 
 async def prepare_rollback(
@@ -442,9 +460,10 @@ async def prepare_rollback(
     names = swap.SwapNames.for_run(target.name, run_id)
     try:
         async with recorder.step(Step.PREPARE) as record:
+            source, copy = await approved_source(plan)
             await swap.restore_into_staging(
                 target,
-                plan.backup,
+                source,
                 names,
                 jobs=plan.environment.restore_jobs,
                 entries=plan.archive.entries,
@@ -477,7 +496,7 @@ async def prepare_rollback(
             )
     except RollbackError as error:
         return Preparation(None, note=f"in-place: preparing the swap failed ({error})")
-    return Preparation(names, loss, plan.strategy_note)
+    return Preparation(names, loss, plan.strategy_note, copy.sha256)
 
 
 async def discard_preparation(services: Services, plan: RollbackPlan, prep: Preparation) -> None:
@@ -501,6 +520,15 @@ async def execute_rollback(
     swap: (prepare), stop, cut over (two renames), start, health, dump the old database;
     a failed start or health check swaps the old database back by itself.
     """
+    if (
+        preparation is not None
+        and preparation.names is not None
+        and plan.approved is not None
+        and preparation.sha256 != plan.approved.sha256
+    ):
+        # Restored from other bytes than the plan approved (it changed meanwhile).
+        await discard_preparation(services, plan, preparation)
+        preparation = None
     if preparation is None:
         preparation = await prepare_rollback(services, plan, run_id=run_id, listener=listener)
     recorder = StepRecorder(services, run_id, listener)
@@ -514,6 +542,11 @@ async def execute_rollback(
     try:
         await services.store.update(run_id, status=RunStatus.RUNNING)
         try:
+            if names is None:
+                run.source, copy = await approved_source(plan)
+                result.backup_sha256 = copy.sha256
+            else:
+                result.backup_sha256 = preparation.sha256
             await run.stop()
             if names is None:
                 await run.safety_backup()
@@ -581,6 +614,10 @@ async def execute_rollback(
     finally:
         if lock is not None:
             await asyncio.shield(services.store.release(lock, run_id))
+        with contextlib.suppress(Exception):  # a leftover copy is the sweep's
+            await asyncio.shield(
+                approved_copy.discard_copy(services, plan.environment, result.backup_sha256)
+            )
 
 
 async def _drop_quietly(run: Execution, name: str) -> None:
