@@ -13,10 +13,10 @@ import pytest
 
 from sandbox.demo_environment import database_snapshot
 from services import approved_copy
-from services.approvals import Decision, bind_plan, decide, request_rollback
+from services.approvals import BoundPlan, Decision, bind_plan, decide, request_rollback
 from services.database import DatabaseTarget, dump_database
 from services.environments import ApprovalPolicy, Strategy
-from services.run_store import RunStatus
+from services.run_store import RunRecord, RunStatus
 from services.swap import derived_from
 from services.workflow import execute_rollback, prepare_rollback
 from tests.services.conftest import Stage, change_after_backup, container_states
@@ -27,6 +27,17 @@ MARKER, OTHER = b"marker-AAAAAAAA", b"marker-BBBBBBBB"
 
 async def noop(event: object) -> None:
     pass
+
+
+async def record_run(stage: Stage, bound: BoundPlan, status: RunStatus) -> RunRecord:
+    return await stage.services.store.create_run(
+        environment=stage.environment.name,
+        kind="database",
+        requested_by="t",
+        status=status,
+        plan=bound.summary(),
+        backup_sha256=bound.sha256,
+    )
 
 
 async def marked_backup(stage: Stage) -> Path:
@@ -113,14 +124,7 @@ async def test_in_place_restores_the_approved_bytes_and_records_them(
     bound = await bind_plan(stage.services, stage.environment.name, None)
     assert bound.plan.approved is not None
     rewrite_in_place(path)
-    run = await stage.services.store.create_run(
-        environment=stage.environment.name,
-        kind="database",
-        requested_by="t",
-        status=RunStatus.APPROVED,
-        plan=bound.summary(),
-        backup_sha256=bound.sha256,
-    )
+    run = await record_run(stage, bound, RunStatus.APPROVED)
     result = await execute_rollback(stage.services, bound.plan, run_id=run.id, listener=noop)
     assert result.ok, result.error
     assert await database_snapshot(stage.dsn) == at_backup
@@ -142,14 +146,7 @@ async def test_a_tampered_copy_is_refused_before_anything_stops(
     assert copy is not None
     copy.path.chmod(0o600)
     copy.path.write_bytes(copy.path.read_bytes().replace(MARKER, OTHER))
-    run = await stage.services.store.create_run(
-        environment=stage.environment.name,
-        kind="database",
-        requested_by="t",
-        status=RunStatus.APPROVED,
-        plan=bound.summary(),
-        backup_sha256=bound.sha256,
-    )
+    run = await record_run(stage, bound, RunStatus.APPROVED)
     result = await execute_rollback(stage.services, bound.plan, run_id=run.id, listener=noop)
     assert not result.ok
     assert "approved copy of the backup changed" in (result.error or "")
@@ -167,14 +164,7 @@ async def test_a_staging_copy_of_other_bytes_is_rebuilt_from_the_approved_ones(
     path = await marked_backup(stage)
     await change_after_backup(stage.dsn)
     first = await bind_plan(stage.services, stage.environment.name, None)
-    run = await stage.services.store.create_run(
-        environment=stage.environment.name,
-        kind="database",
-        requested_by="t",
-        status=RunStatus.AWAITING_APPROVAL,
-        plan=first.summary(),
-        backup_sha256=first.sha256,
-    )
+    run = await record_run(stage, first, RunStatus.AWAITING_APPROVAL)
     try:
         preparation = await prepare_rollback(
             stage.services, first.plan, run_id=run.id, listener=noop

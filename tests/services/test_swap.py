@@ -549,25 +549,18 @@ async def test_preview_counts_small_tables_and_estimates_beyond_the_budget(
     """issue 8: exact counts within the size budget; estimates (marked) beyond it."""
     stage = swap_stage
     await change_after_backup(stage.dsn)
-    plan = await plan_rollback(stage.services, stage.environment.name, None)
-    run = await stage.services.store.create_run(
-        environment=stage.environment.name,
-        kind="database",
-        requested_by="a",
-        status=RunStatus.AWAITING_APPROVAL,
-        plan=plan.summary(),
+    names = SwapNames.for_run(stage.database.name, "rb-00e57173")
+    await restore_into_staging(
+        stage.target(), stage.backup, names, jobs=1, entries=10, progress=_no_progress
     )
-    prep = await prepare_rollback(stage.services, plan, run_id=run.id, listener=Recorder())
-    assert prep.names is not None
     try:
-        exact = {t.table: t for t in prep.loss}
+        exact = {t.table: t for t in await preview_data_loss(stage.target(), names)}
+        assert exact["public.feature_flags"].live_rows == 1
         assert not any(t.estimated for t in exact.values())
         admin = await asyncpg.connect(stage.dsn)
         await admin.execute("ANALYZE")
         await admin.close()
-        estimated = await preview_data_loss(
-            stage.target(), prep.names, PreviewLimits(exact_bytes=0)
-        )
+        estimated = await preview_data_loss(stage.target(), names, PreviewLimits(exact_bytes=0))
         # Every table with pages is estimated; an empty one costs nothing to count.
         assert estimated and all(t.estimated for t in estimated if t.live_rows or t.backup_rows)
         for table in estimated:  # ANALYZE read these small tables whole: exact estimates
@@ -576,7 +569,7 @@ async def test_preview_counts_small_tables_and_estimates_beyond_the_budget(
                 exact[table.table].backup_rows,
             )
     finally:
-        await discard_preparation(stage.services, plan, prep)
+        await drop_database(stage.target(), names.staging)
 
 
 async def test_preview_ends_within_its_timeout_while_a_table_is_locked(
