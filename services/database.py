@@ -17,7 +17,7 @@ import asyncpg
 from services import processes
 from services.backups import Backup, inspect_archive
 from services.errors import DatabaseError, RestoreFailed
-from services.pgtools import PgTools, libpq_environment, scrub, with_database
+from services.pgtools import PgTools, asyncpg_url, libpq_environment, scrub, with_database
 from services.processes import error_headline
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class DatabaseTarget:
 
 async def connect(target: DatabaseTarget, timeout: float = 10.0) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(target.url, timeout=timeout)
+        return await asyncpg.connect(asyncpg_url(target.url), timeout=timeout)
     except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         raise DatabaseError(f"Cannot connect to database '{target.name}'", str(error)) from error
 

@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from services.errors import ConfigError
 
@@ -107,6 +107,24 @@ LIBPQ_VARIABLES = {
 }
 # Parameters that hold a secret: never in a URL that is written down or shown.
 SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+# The bot's own connections (asyncpg) send unknown query parameters to the server as
+# settings, which it refuses. These only tune how libpq connects: asyncpg gets them removed.
+LIBPQ_ONLY = frozenset({"connect_timeout", "hostaddr", "load_balance_hosts", "sslsni"})
+# These ask for a protection asyncpg cannot give: refused rather than silently weakened.
+NOT_FOR_ASYNCPG = frozenset(
+    {
+        "channel_binding",
+        "require_auth",
+        "requirepeer",
+        "requiressl",
+        "sslcompression",
+        "sslcertmode",
+        "sslcrldir",
+        "gssencmode",
+        "gssdelegation",
+        "servicefile",
+    }
+)
 
 
 def _query(url: str) -> list[tuple[str, str]]:
@@ -127,12 +145,23 @@ def url_problems(url: str) -> list[str]:
     if urlsplit(url).scheme not in ("postgresql", "postgres"):
         problems.append("must start with postgresql://")
     for key, _ in _query(url):
-        if key not in LIBPQ_VARIABLES and key not in SECRET_PARAMETERS:
+        if key in NOT_FOR_ASYNCPG:
+            problems.append(f"?{key}= is not supported by the bot's own connections (asyncpg)")
+        elif key not in LIBPQ_VARIABLES and key not in SECRET_PARAMETERS:
             problems.append(
                 f"?{key}= cannot be passed to pg_dump/pg_restore/psql "
                 "(no PG* variable; put it in a service file and use ?service=)"
             )
     return problems
+
+
+def asyncpg_url(url: str) -> str:
+    """The URL for asyncpg: without the parameters only libpq understands."""
+    parts = urlsplit(url)
+    kept = [(k, v) for k, v in _query(url) if k not in LIBPQ_ONLY]
+    if len(kept) == len(_query(url)):
+        return url
+    return parts._replace(query=urlencode(kept)).geturl()
 
 
 def libpq_environment(url: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.database import DatabaseTarget, dump_database
+from services.database import DatabaseTarget, connect, dump_database
 from services.errors import DatabaseError
 from services.pgtools import (
     PgTools,
@@ -77,6 +77,8 @@ def test_url_problems_name_parameters_the_tools_would_not_receive() -> None:
     assert url_problems("mysql://db/shop") == ["must start with postgresql://"]
     (problem,) = url_problems("postgresql://db/shop?keepalives_idle=5")
     assert "?keepalives_idle=" in problem and "service" in problem
+    (problem,) = url_problems("postgresql://db/shop?channel_binding=require")
+    assert "asyncpg" in problem
 
 
 def test_same_database_compares_host_port_and_name() -> None:
@@ -90,10 +92,24 @@ async def test_sslmode_reaches_pg_dump(
 ) -> None:
     """issue 8: sslmode=require is obeyed by pg_dump (the throwaway server has no SSL),
     where it used to be dropped and silently became `prefer`."""
-    target = DatabaseTarget(fresh_db.dsn + "?sslmode=require", tools)
+    target = DatabaseTarget(fresh_db.dsn + "?sslmode=require&connect_timeout=3", tools)
     with pytest.raises(DatabaseError, match="SSL"):
         await dump_database(target, tmp_path / "x.dump")
     plain = await dump_database(
         DatabaseTarget(fresh_db.dsn + "?sslmode=disable", tools), tmp_path / "y.dump"
     )
     assert plain.size_bytes > 0
+
+
+async def test_libpq_only_parameters_do_not_break_the_bots_own_connections(
+    fresh_db: FreshDatabase, tools: PgTools
+) -> None:
+    """issue 8: ?connect_timeout= reaches the tools; asyncpg, which would send it to the
+    server as a setting (refused), connects without it."""
+    target = DatabaseTarget(fresh_db.dsn + "?connect_timeout=3&application_name=rb-test", tools)
+    assert target.libpq_env["PGCONNECT_TIMEOUT"] == "3"
+    connection = await connect(target)
+    try:
+        assert await connection.fetchval("SHOW application_name") == "rb-test"
+    finally:
+        await connection.close()
