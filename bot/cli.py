@@ -38,6 +38,11 @@ def _load(args: argparse.Namespace) -> tuple[Settings, dict[str, Environment]]:
     """Settings, then the environments file they name (--config wins over ROLLBACK_CONFIG)."""
     settings = load_settings(**({"rollback_config": Path(args.config)} if args.config else {}))
     environments = load_environments(settings.rollback_config)
+    # Every command refuses it (check-config included): a rollback would wipe the store.
+    store = settings.database_url.get_secret_value() if settings.database_url else None
+    problems = store_problems(store, environments)
+    if problems:
+        raise ConfigError(problems)
     # From here on no log line carries a configured secret.
     configure_logging(logging.WARNING, secrets=configured_secrets(settings, environments))
     return settings, environments
@@ -126,10 +131,6 @@ async def cmd_backups(args: argparse.Namespace) -> int:
 
 async def cmd_check_config(args: argparse.Namespace) -> int:
     settings, environments = _load(args)
-    store = settings.database_url.get_secret_value() if settings.database_url else None
-    problems = store_problems(store, environments)
-    if problems:
-        raise ConfigError(problems)
     lines = [f"{settings.rollback_config}: {len(environments)} environment(s) OK"]
     for environment in environments.values():
         found = await catalogue.list_backups(environment)
