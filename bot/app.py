@@ -21,6 +21,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.logs import bolt_logger
 from bot.resources import open_services
 from bot.settings import Settings
 from handlers.listeners import Redeliveries, register
@@ -76,10 +77,11 @@ def create_app(
     if settings.slack_signing_secret is None:
         raise ConfigError(["SLACK_SIGNING_SECRET: not set (from the app's Basic Information)"])
     client = client or create_client(settings, options=options)
-    # The token lives on the client only (Bolt warns when given both).
+    # The token lives on the client only; Bolt's lines go through `bolt_logger` (bounded).
     app = AsyncApp(
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         client=client,
+        logger=bolt_logger(),
     )
     live = LiveMessages(client, services, tasks, interval=options.update_interval)
     rollbacks = Rollbacks(

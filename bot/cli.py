@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bot import terminal
-from bot.environments_file import load_environments
+from bot.environments_file import load_environments, store_problems
+from bot.logs import configure_logging, configured_secrets
 from bot.resources import open_services
 from bot.settings import Settings, load_settings
 from services import backups as catalogue
@@ -84,7 +85,15 @@ def _out(lines: Sequence[str]) -> None:
 def _load(args: argparse.Namespace) -> tuple[Settings, dict[str, Environment]]:
     """Settings, then the environments file they name (--config wins over ROLLBACK_CONFIG)."""
     settings = load_settings(**({"rollback_config": Path(args.config)} if args.config else {}))
-    return settings, load_environments(settings.rollback_config)
+    environments = load_environments(settings.rollback_config)
+    # Every command refuses it (check-config included): a rollback would wipe the store.
+    store = settings.database_url.get_secret_value() if settings.database_url else None
+    problems = store_problems(store, environments)
+    if problems:
+        raise ConfigError(problems)
+    # From here on no log line carries a configured secret.
+    configure_logging(logging.WARNING, secrets=configured_secrets(settings, environments))
+    return settings, environments
 
 
 def _who() -> str:
@@ -390,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArgumentError as error:
         _error(f"{error} (see rollback-bot --help)")
         return EXIT_USAGE
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.WARNING)
     return run(args.handler, args)
 
 

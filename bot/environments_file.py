@@ -26,7 +26,7 @@ from services.environments import (
     Strategy,
 )
 from services.errors import ConfigError, InvalidName
-from services.pgtools import mask_password
+from services.pgtools import has_password, mask_password, same_database, url_problems
 
 
 class EnvironmentEntry(BaseModel):
@@ -45,6 +45,8 @@ class EnvironmentEntry(BaseModel):
     safety_backup_compression: int = Field(default=1, ge=0, le=9)
     strategy: Strategy = Strategy.SWAP
     keep_old_database_hours: float = Field(default=24.0, ge=0)
+    preview_exact_mb: float = Field(default=256.0, ge=0)
+    preview_timeout_seconds: float = Field(default=15.0, gt=0)
     health: HealthConfig = HealthConfig()
     approval: ApprovalPolicy = ApprovalPolicy()
     contacts: Contacts = Contacts()
@@ -84,18 +86,22 @@ def _database_url(
         url = lookup(entry.database_url_env)
         if not url:
             problems.append(f"{key}.database_url_env: variable {entry.database_url_env} is not set")
-        return url
+            return None
+        # The variable holds the whole URL, its password included.
+        unfit = url_problems(url)
+        problems += [f"{key}.database_url_env ({entry.database_url_env}): {p}" for p in unfit]
+        return None if unfit else url
     if entry.database_url:
-        parts = urlsplit(entry.database_url)
-        if parts.scheme not in ("postgresql", "postgres"):
-            problems.append(f"{key}.database_url: must start with postgresql://")
-            return None
-        if parts.password:
-            problems.append(
-                f"{key}.database_url: must not contain a password; name the variable that "
-                "holds it in database_password_env"
+        unfit = url_problems(entry.database_url)
+        if has_password(entry.database_url):
+            unfit.append(
+                "must not contain a password (neither user:password@ nor ?password=); "
+                "name the variable that holds it in database_password_env"
             )
+        problems += [f"{key}.database_url: {p}" for p in unfit]
+        if unfit:
             return None
+        parts = urlsplit(entry.database_url)
         if not entry.database_password_env:
             return entry.database_url
         password = lookup(entry.database_password_env)
@@ -176,6 +182,8 @@ def load_environments(path: Path) -> dict[str, Environment]:
             safety_backup_compression=entry.safety_backup_compression,
             strategy=entry.strategy,
             keep_old_database_hours=entry.keep_old_database_hours,
+            preview_exact_mb=entry.preview_exact_mb,
+            preview_timeout_seconds=entry.preview_timeout_seconds,
             health=entry.health,
             approval=entry.approval,
             contacts=entry.contacts,
@@ -191,3 +199,17 @@ def load_environments(path: Path) -> dict[str, Environment]:
     if problems:
         raise ConfigError([f"{path}: {p}" for p in problems])
     return environments
+
+
+def store_problems(store_url: str | None, environments: Mapping[str, Environment]) -> list[str]:
+    """The bot's own store (DATABASE_URL) on an environment's database: a rollback of that
+    environment would wipe the runs, approvals and audit log with it."""
+    if not store_url:
+        return []
+    return [
+        f"DATABASE_URL: the bot's run store is the database of environment {name} "
+        f"({environment.database_display}); a rollback of it would wipe the store. "
+        "Give the bot a database of its own."
+        for name, environment in environments.items()
+        if same_database(store_url, environment.database_url.get_secret_value())
+    ]

@@ -14,7 +14,7 @@ from services.bundle import Services
 from services.containers import DockerRuntime
 from services.environments import Environment
 from services.errors import ConfigError, DatabaseError
-from services.pgtools import find_pg_tools, mask_password
+from services.pgtools import asyncpg_url, find_pg_tools, mask_password
 from services.run_store import RunStore, migrate
 
 
@@ -23,7 +23,7 @@ async def open_store_pool(settings: Settings) -> asyncpg.Pool:
         raise ConfigError(["DATABASE_URL: not set (the bot's own database, for the run store)"])
     url = settings.database_url.get_secret_value()
     try:
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=10, timeout=10)
+        pool = await asyncpg.create_pool(asyncpg_url(url), min_size=1, max_size=10, timeout=10)
     except (OSError, asyncpg.PostgresError, TimeoutError) as error:
         raise DatabaseError(
             f"Cannot open the run store at {mask_password(url)}", str(error)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from services import backups as catalogue
+from services import approved_copy
 from services.bundle import Services
 from services.environments import ApprovalPolicy, Contacts
 from services.errors import ApprovalError, PermissionDenied, RunConflict
@@ -79,19 +79,27 @@ async def bind_plan(
     own_run_id: str | None = None,
     known: dict[str, Any] | None = None,
 ) -> BoundPlan:
-    """The plan and its backup's checksum; `known`: the run's recorded plan, if any."""
+    """The plan bound to the bytes it restores: the backup is copied into the bot's folder
+    and hashed in one pass (services/approved_copy.py); every restore reads that copy.
+
+    `known`: the run's recorded plan, if any. The same unchanged file (inode, size,
+    modification and change times: a rewrite changes the last even when the others are put
+    back) keeps its recorded checksum and copy, instead of seconds of I/O on every click.
+    """
     plan = await plan_rollback(services, environment, requested_backup, own_run_id=own_run_id)
     recorded = known or {}
-    unchanged = (
+    folder = plan.environment.backups_dir
+    copy = None
+    if (
         plan.backup.identity
         and recorded.get("backup") == plan.backup.name
         and recorded.get("backup_identity") == plan.backup.identity
         and recorded.get("backup_sha256")
-    )
-    # Hashing a multi-GB dump on every click is seconds of I/O: the same unchanged file
-    # (inode, size, mtime) keeps the checksum recorded when the plan was made.
-    sha256 = str(recorded["backup_sha256"]) if unchanged else await catalogue.checksum(plan.backup)
-    return BoundPlan(plan, sha256, requested_backup)
+    ):
+        copy = await approved_copy.existing_copy(folder, str(recorded["backup_sha256"]))
+    if copy is None:
+        copy = await approved_copy.take_copy(plan.backup, folder)
+    return BoundPlan(replace(plan, approved=copy), copy.sha256, requested_backup)
 
 
 def describe_change(before: dict[str, Any], after: BoundPlan) -> str:
@@ -354,6 +362,9 @@ async def _close(
         _ensure_open(await services.store.get(run.id))
         raise ApprovalError(run.id, "This rollback changed meanwhile; nothing was done.")
     await services.store.append_event(run.id, status.value, actor=user)
+    await approved_copy.discard_copy(
+        services, services.environment(run.environment), run.backup_sha256
+    )
     return DecisionOutcome(run.id, decision, True, 0, required)
 
 
@@ -363,6 +374,9 @@ async def expire(services: Services, run: RunRecord) -> bool:
         run.id, status=RunStatus.EXPIRED, expect=(RunStatus.AWAITING_APPROVAL,)
     ):
         await services.store.append_event(run.id, "expired")
+        environment = services.environments.get(run.environment)
+        if environment is not None:
+            await approved_copy.discard_copy(services, environment, run.backup_sha256)
         return True
     return False
 
@@ -402,4 +416,6 @@ async def sweep(services: Services, *, now: datetime | None = None) -> SweepResu
         ):
             await services.store.append_event(run.id, "escalated")
             escalated.append(Escalation(await services.store.get(run.id), environment.contacts))
+    # Copies of the approved bytes that no active run refers to (finished, crashed).
+    await approved_copy.sweep_copies(services)
     return SweepResult(tuple(expired), tuple(escalated))

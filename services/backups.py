@@ -34,7 +34,8 @@ class Backup:
     path: Path
     size_bytes: int
     created_at: datetime  # from the name's YYYYMMDD-HHMMSS stamp (UTC), else the file's mtime
-    # inode, size and modification time: the same file, unchanged, while it stays equal
+    # inode, size, modification and change times: the same file, unchanged, while it stays
+    # equal (a rewrite changes ctime even when mtime is set back)
     identity: str = ""
     modified_at: datetime | None = None
     symlink: bool = False  # a link inside the folder to a file inside it: by name only
@@ -94,7 +95,7 @@ def _created_at(path: Path, mtime: float) -> datetime:
 
 def _describe(path: Path, *, symlink: bool = False) -> Backup:
     info = path.stat()
-    identity = f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+    identity = f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}"
     return Backup(
         path.name,
         path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,10 @@ import asyncpg
 from services import processes
 from services.backups import Backup, inspect_archive
 from services.errors import DatabaseError, RestoreFailed
-from services.pgtools import PgTools, libpq_environment, with_database
+from services.pgtools import PgTools, asyncpg_url, libpq_environment, scrub, with_database
+from services.processes import error_headline
+
+log = logging.getLogger(__name__)
 
 # Empties the database inside the restore's own transaction, so that nothing created after
 # the backup survives (pg_restore --clean drops only what the dump knows) and an error
@@ -81,7 +85,7 @@ class DatabaseTarget:
 
 async def connect(target: DatabaseTarget, timeout: float = 10.0) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(target.url, timeout=timeout)
+        return await asyncpg.connect(asyncpg_url(target.url), timeout=timeout)
     except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         raise DatabaseError(f"Cannot connect to database '{target.name}'", str(error)) from error
 
@@ -157,6 +161,7 @@ async def dump_database(
     )
     if not result.ok:
         partial.unlink(missing_ok=True)
+        log.warning("pg_dump of %s failed: %s", target.name, scrub(result.output, target.url))
         raise DatabaseError(f"pg_dump of '{target.name}' failed", result.error_text())
     await asyncio.to_thread(_fsync, partial)
     await asyncio.to_thread(partial.rename, destination)
@@ -249,20 +254,25 @@ async def restore_in_place(
             await processes.kill(consumer)
         await processes.kill(producer)
         raise
+    if not committed or consumer.returncode != 0:
+        # The whole text (it may quote rows) goes to the log; users see the headlines.
+        said = "\n".join(t for t in (restore_err.strip(), psql_err.strip()) if t)
+        log.warning("restore of %s failed: %s", backup.name, scrub(said, target.url))
     if not committed:
-        detail = restore_err.strip() or psql_err.strip() or "psql stopped before COMMIT"
+        source = restore_err
         if consumer.returncode != 0 and psql_err.strip():
-            detail = psql_err.strip()
+            source = psql_err
+        detail = error_headline(source) or error_headline(restore_err + "\n" + psql_err)
         raise RestoreFailed(
             f"Restore of {backup.name} failed"
             + (" after the database was emptied" if wipe_first else " and was rolled back"),
-            detail[-2000:],
+            detail or "psql stopped before COMMIT (the full text is in the bot's log)",
             may_have_committed=wipe_first,
         )
     if consumer.returncode != 0:
         raise RestoreFailed(
             f"Restore of {backup.name} failed at COMMIT",
-            psql_err.strip()[-2000:],
+            error_headline(psql_err) or "psql failed at COMMIT (the full text is in the bot's log)",
             may_have_committed=True,
         )
 

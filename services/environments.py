@@ -82,6 +82,10 @@ class Environment(BaseModel):
     safety_backup_compression: int = Field(default=1, ge=0, le=9)
     strategy: Strategy = Strategy.SWAP  # falls back to in-place where there is no room
     keep_old_database_hours: float = Field(default=24.0, ge=0)  # swap: instant undo window
+    # swap: the data-loss preview counts tables exactly up to this many MB in all, and
+    # estimates the rest; it ends within the timeout whatever the database's size.
+    preview_exact_mb: float = Field(default=256.0, ge=0)
+    preview_timeout_seconds: float = Field(default=15.0, gt=0)
     health: HealthConfig = HealthConfig()
     approval: ApprovalPolicy = ApprovalPolicy()
     contacts: Contacts = Contacts()

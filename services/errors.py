@@ -72,7 +72,12 @@ class NoContainers(ContainerError):
 class DatabaseError(RollbackError):
     """The environment's database failed; `detail` carries PostgreSQL's own text."""
 
+    # Shown in Slack and the terminal: PostgreSQL's headline, never pages of its output.
+    DETAIL_LIMIT = 500
+
     def __init__(self, message: str, detail: str = "") -> None:
+        if len(detail) > self.DETAIL_LIMIT:
+            detail = detail[: self.DETAIL_LIMIT - 1] + "…"
         self.detail = detail
         super().__init__(f"{message}: {detail}" if detail else message)
 

@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from services.errors import ConfigError
 
@@ -67,8 +67,106 @@ def find_pg_tools(explicit: str | None = None) -> PgTools:
     return PgTools(found)
 
 
+# Connection parameters libpq reads from the environment, and the variable for each
+# (libpq "Environment Variables"); a URL's query parameters pass to the pg tools this way.
+LIBPQ_VARIABLES = {
+    "host": "PGHOST",
+    "hostaddr": "PGHOSTADDR",
+    "port": "PGPORT",
+    "dbname": "PGDATABASE",
+    "user": "PGUSER",
+    "passfile": "PGPASSFILE",
+    "channel_binding": "PGCHANNELBINDING",
+    "service": "PGSERVICE",
+    "servicefile": "PGSERVICEFILE",
+    "options": "PGOPTIONS",
+    "application_name": "PGAPPNAME",
+    "sslmode": "PGSSLMODE",
+    "requiressl": "PGREQUIRESSL",
+    "sslnegotiation": "PGSSLNEGOTIATION",
+    "sslcompression": "PGSSLCOMPRESSION",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcertmode": "PGSSLCERTMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcrl": "PGSSLCRL",
+    "sslcrldir": "PGSSLCRLDIR",
+    "sslsni": "PGSSLSNI",
+    "requirepeer": "PGREQUIREPEER",
+    "require_auth": "PGREQUIREAUTH",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "gssencmode": "PGGSSENCMODE",
+    "krbsrvname": "PGKRBSRVNAME",
+    "gsslib": "PGGSSLIB",
+    "gssdelegation": "PGGSSDELEGATION",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "client_encoding": "PGCLIENTENCODING",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "load_balance_hosts": "PGLOADBALANCEHOSTS",
+}
+# Parameters that hold a secret: never in a URL that is written down or shown.
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+# The bot's own connections (asyncpg) send unknown query parameters to the server as
+# settings, which it refuses. These only tune how libpq connects: asyncpg gets them removed.
+LIBPQ_ONLY = frozenset({"connect_timeout", "hostaddr", "load_balance_hosts", "sslsni"})
+# These ask for a protection asyncpg cannot give: refused rather than silently weakened.
+NOT_FOR_ASYNCPG = frozenset(
+    {
+        "channel_binding",
+        "require_auth",
+        "requirepeer",
+        "requiressl",
+        "sslcompression",
+        "sslcertmode",
+        "sslcrldir",
+        "gssencmode",
+        "gssdelegation",
+        "servicefile",
+    }
+)
+
+
+def _query(url: str) -> list[tuple[str, str]]:
+    return parse_qsl(urlsplit(url).query, keep_blank_values=True)
+
+
+def has_password(url: str) -> bool:
+    """A password in the user info (`user:secret@`) or the query (`?password=`)."""
+    return urlsplit(url).password is not None or any(
+        key in SECRET_PARAMETERS for key, _ in _query(url)
+    )
+
+
+def url_problems(url: str) -> list[str]:
+    """What makes a database URL unusable (a password aside), one line each: another
+    scheme, or a parameter that pg_dump/pg_restore/psql would not receive."""
+    problems = []
+    if urlsplit(url).scheme not in ("postgresql", "postgres"):
+        problems.append("must start with postgresql://")
+    for key, _ in _query(url):
+        if key in NOT_FOR_ASYNCPG:
+            problems.append(f"?{key}= is not supported by the bot's own connections (asyncpg)")
+        elif key not in LIBPQ_VARIABLES and key not in SECRET_PARAMETERS:
+            problems.append(
+                f"?{key}= cannot be passed to pg_dump/pg_restore/psql "
+                "(no PG* variable; put it in a service file and use ?service=)"
+            )
+    return problems
+
+
+def asyncpg_url(url: str) -> str:
+    """The URL for asyncpg: without the parameters only libpq understands."""
+    parts = urlsplit(url)
+    kept = [(k, v) for k, v in _query(url) if k not in LIBPQ_ONLY]
+    if len(kept) == len(_query(url)):
+        return url
+    return parts._replace(query=urlencode(kept)).geturl()
+
+
 def libpq_environment(url: str) -> dict[str, str]:
-    """PG* variables for a postgresql:// URL, so the password never appears in argv."""
+    """PG* variables for a postgresql:// URL, every libpq parameter of its query included
+    (so `sslmode=verify-full` reaches pg_dump), and the password never in argv."""
     parts = urlsplit(url)
     env = {
         "PGHOST": unquote(parts.hostname or "localhost"),
@@ -81,22 +179,53 @@ def libpq_environment(url: str) -> dict[str, str]:
         env["PGUSER"] = unquote(parts.username)
     if parts.password:
         env["PGPASSWORD"] = unquote(parts.password)
-    # Unix-socket URLs carry the directory as ?host=/path.
-    for item in parts.query.split("&"):
-        key, _, value = item.partition("=")
-        if key == "host" and value:
-            env["PGHOST"] = unquote(value)
+    for key, value in _query(url):
+        if key == "password":
+            env["PGPASSWORD"] = value
+        elif key in LIBPQ_VARIABLES and value:
+            env[LIBPQ_VARIABLES[key]] = value
     return env
 
 
 def mask_password(url: str) -> str:
+    """The URL as it may be shown: the password, in the userinfo or the query, is ***."""
     parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = parts.query
+    if any(key in SECRET_PARAMETERS for key, _ in _query(url)):
+        query = "&".join(
+            f"{key}=***" if key in SECRET_PARAMETERS else f"{key}={quote(value, safe='/:,')}"
+            for key, value in _query(url)
+        )
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` without the URL's password (as written and decoded), for a log line."""
+    env = libpq_environment(url)
+    secrets = {env.get("PGPASSWORD", ""), urlsplit(url).password or ""}
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
+
+
+def same_database(first: str, second: str) -> bool:
+    """Whether two URLs name the same database on the same server (host, port, name)."""
+
+    def key(url: str) -> tuple[str, str, str]:
+        env = libpq_environment(url)
+        host = env["PGHOST"].lower()
+        if host in ("localhost", "127.0.0.1", "::1"):
+            host = "localhost"
+        return host, env["PGPORT"], env["PGDATABASE"]
+
+    return key(first) == key(second)
 
 
 def with_database(url: str, database: str) -> str:
     """The same server and credentials, another database (e.g. the maintenance one)."""
-    return urlsplit(url)._replace(path="/" + database).geturl()
+    return urlsplit(url)._replace(path="/" + quote(database, safe="")).geturl()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -20,10 +21,42 @@ class Completed:
     def ok(self) -> bool:
         return self.returncode == 0
 
-    def error_text(self, limit: int = 2000) -> str:
-        """The tool's own error lines, trimmed; what a user needs to see."""
-        text = (self.stderr or self.stdout).strip()
-        return text[-limit:] if len(text) > limit else text
+    @property
+    def output(self) -> str:
+        """Everything the tool said on failure, for the log (never shown to users)."""
+        return (self.stderr or self.stdout).strip()
+
+    def error_text(self, limit: int = 300) -> str:
+        """What a user may see of the failure: its error headlines (see `error_headline`)."""
+        name = os.path.basename(self.argv[0]) if self.argv else "the tool"
+        return error_headline(self.output, limit) or f"{name} exited with {self.returncode}"
+
+
+# A line that states an error: PostgreSQL's "ERROR:"/"FATAL:" and the tools' "error:".
+_HEADLINE = re.compile(r"\b(?:ERROR|FATAL|PANIC):|\berror:")
+# Headlines that quote the offending value; the value is row data and is cut off.
+_QUOTED_VALUE = re.compile(
+    r"((?:invalid input (?:syntax|value) for|malformed|value too long for|"
+    r"date/time field value out of range|out of range for type)[^:]*):.*"
+)
+
+
+def error_headline(text: str, limit: int = 300) -> str:
+    """The ERROR/FATAL lines of a pg tool's output, without row data, within `limit`.
+
+    COPY data, `DETAIL:` (a key's values, a failing row) and `CONTEXT:` (the input line)
+    are left out: what is shown in Slack must not carry the database's contents.
+    """
+    lines: list[str] = []
+    for raw in text.splitlines():
+        line = " ".join(raw.split())
+        if not _HEADLINE.search(line):
+            continue
+        line = _QUOTED_VALUE.sub(r"\1: (value not shown)", line)
+        if line not in lines:
+            lines.append(line)
+    joined = "; ".join(lines)
+    return joined if len(joined) <= limit else joined[: limit - 1] + "…"
 
 
 async def run(

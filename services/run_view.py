@@ -57,6 +57,7 @@ class TableRows:
     table: str
     live: int
     backup: int
+    estimated: bool = False  # from the planner's statistics (a large table), not counted
 
     @property
     def leaving(self) -> int:
@@ -71,7 +72,14 @@ def _data_loss(events: list[EventRecord]) -> tuple[TableRows, ...]:
     rows = []
     for item in latest.detail.get("tables") or []:
         try:
-            rows.append(TableRows(str(item["table"]), int(item["live"]), int(item["backup"])))
+            rows.append(
+                TableRows(
+                    str(item["table"]),
+                    int(item["live"]),
+                    int(item["backup"]),
+                    bool(item.get("estimated", False)),
+                )
+            )
         except (KeyError, TypeError, ValueError):
             continue
     return tuple(rows)

@@ -106,7 +106,7 @@ async def undo_rollback(
         strategy=Strategy.SWAP.value,
     )
     run_id = run_record.id
-    names = swap.SwapNames(target.name, swap.SwapNames.for_run(target.name, run_id).old, old)
+    names = swap.SwapNames.for_undo(target.name, run_id, old)
     plan = await _undo_plan(services, environment, original)
     recorder = StepRecorder(services, run_id, listener)
     run = Execution(services, plan, recorder)

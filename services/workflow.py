@@ -12,14 +12,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from services import approved_copy, database, swap
 from services import backups as catalogue
-from services import database, swap
+from services.approved_copy import ApprovedCopy
 from services.backups import ArchiveContents, Backup
 from services.bundle import Services
 from services.containers import Container
 from services.database import DatabaseTarget
 from services.environments import Environment, Strategy
 from services.errors import (
+    BackupError,
     ContainerError,
     NoContainers,
     PreparationFailed,
@@ -48,6 +50,8 @@ class RollbackPlan:
     strategy_note: str = ""
     # No room for two copies: empty the database first (the safety backup covers it).
     wipe_first: bool = False
+    # The approved bytes (set by approvals.bind_plan): what every restore reads.
+    approved: ApprovedCopy | None = None
 
     @property
     def backup_age_seconds(self) -> float:
@@ -94,6 +98,7 @@ class RollbackResult:
     strategy: str = Strategy.IN_PLACE.value
     old_database: str | None = None  # swap: the pre-rollback database, kept for undo
     keep_old_until: datetime | None = None
+    backup_sha256: str | None = None  # the bytes that were restored (the approved copy's)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -106,6 +111,7 @@ class RollbackResult:
             "strategy": self.strategy,
             "old_database": self.old_database,
             "keep_old_until": self.keep_old_until.isoformat() if self.keep_old_until else None,
+            "backup_sha256": self.backup_sha256,
             "steps": [
                 {
                     "step": s.step.value,
@@ -124,6 +130,17 @@ class RollbackResult:
 
 def target_for(services: Services, environment: Environment) -> DatabaseTarget:
     return DatabaseTarget(environment.database_url.get_secret_value(), services.tools)
+
+
+async def approved_source(plan: RollbackPlan) -> tuple[Backup, ApprovedCopy]:
+    """The backup to restore, read from the approved copy after checking its checksum; a
+    plan never bound to a checksum (the command line) has its copy taken here."""
+    if plan.approved is None:
+        copy = await approved_copy.take_copy(plan.backup, plan.environment.backups_dir)
+    else:
+        copy = plan.approved
+        await approved_copy.verify(copy)
+    return approved_copy.as_backup(plan.backup, copy), copy
 
 
 async def plan_rollback(
@@ -280,6 +297,7 @@ class Execution:
         self.down_since: float | None = None
         self.database_unavailable_seconds: float | None = None
         self.health: HealthReport | None = None
+        self.source = plan.backup  # in place: the approved copy, once verified
 
     async def stop(self) -> None:
         async with self.recorder.step(Step.STOP) as record:
@@ -336,7 +354,7 @@ class Execution:
             try:
                 await database.restore_in_place(
                     self.target,
-                    self.plan.backup,
+                    self.source,
                     wipe_first=self.plan.wipe_first,
                     on_transaction=self._journal_transaction(Step.RESTORE, ""),
                 )
@@ -477,10 +495,13 @@ class Preparation:
     names: swap.SwapNames | None
     loss: list[swap.TableLoss] = field(default_factory=list)
     note: str = ""
+    sha256: str | None = None  # of the bytes restored into the staging database
 
 
 def _prepared_for(plan: RollbackPlan) -> str:
-    """What a staging database was restored from: a different file needs a new one."""
+    """What a staging database was restored from: other bytes need a new one."""
+    if plan.approved is not None:
+        return plan.approved.sha256
     return f"{plan.backup.name}|{plan.backup.identity}"
 
 
@@ -500,23 +521,36 @@ async def _prepare_owned(
     )
     try:
         async with recorder.step(Step.PREPARE) as record:
+            source, copy = await approved_source(plan)
             await swap.restore_into_staging(
                 target,
-                plan.backup,
+                source,
                 names,
                 jobs=plan.environment.restore_jobs,
                 entries=plan.archive.entries,
                 progress=lambda message: recorder.progress(Step.PREPARE, message),
             )
-            loss = await swap.preview_data_loss(target, names)
+            limits = swap.PreviewLimits(
+                exact_bytes=int(plan.environment.preview_exact_mb * (1 << 20)),
+                timeout_seconds=plan.environment.preview_timeout_seconds,
+            )
+            loss = await swap.preview_data_loss(target, names, limits)
             removed = sum(max(t.removed, 0) for t in loss)
-            record.message = f"staging database ready; {removed} row(s) will leave the live data"
+            about = "about " if any(t.estimated and t.removed for t in loss) else ""
+            record.message = (
+                f"staging database ready; {about}{removed} row(s) will leave the live data"
+            )
             await services.store.append_event(
                 run_id,
                 "data_loss_preview",
                 detail={
                     "tables": [
-                        {"table": t.table, "live": t.live_rows, "backup": t.backup_rows}
+                        {
+                            "table": t.table,
+                            "live": t.live_rows,
+                            "backup": t.backup_rows,
+                            "estimated": t.estimated,
+                        }
                         for t in loss
                     ]
                 },
@@ -527,8 +561,8 @@ async def _prepare_owned(
             f"Preparing the swap failed, so nothing was stopped and the live database is "
             f"unchanged ({error})"
         ) from error
-    await recorder.journal(Step.PREPARE, prepare="done")
-    return Preparation(names, loss, plan.strategy_note)
+    await recorder.journal(Step.PREPARE, prepare="done", prepared_sha256=copy.sha256)
+    return Preparation(names, loss, plan.strategy_note, copy.sha256)
 
 
 async def prepare_rollback(
@@ -595,7 +629,8 @@ async def _ensure_prepared(
         and journal.get("prepared_for") == _prepared_for(plan)
         and await swap.database_exists(target, names.staging)
     ):
-        return Preparation(names, note=plan.strategy_note)
+        sha256 = journal.get("prepared_sha256")
+        return Preparation(names, note=plan.strategy_note, sha256=str(sha256 or "") or None)
     return await _prepare_owned(services, plan, run_id, recorder)
 
 
@@ -626,18 +661,34 @@ async def execute_rollback(
         ):
             run = await services.store.get(run_id)
             raise RunConflict(plan.environment.name, run_id, f"nobody: it is {run.status.value}")
-        return await _execute_owned(services, plan, run_id, listener)
+        sha256: list[str | None] = [None]
+        try:
+            return await _execute_owned(services, plan, run_id, listener, sha256)
+        finally:
+            with contextlib.suppress(Exception):  # a leftover copy is the sweep's
+                await asyncio.shield(
+                    approved_copy.discard_copy(services, plan.environment, sha256[0])
+                )
 
 
 async def _execute_owned(
-    services: Services, plan: RollbackPlan, run_id: str, listener: Listener
+    services: Services,
+    plan: RollbackPlan,
+    run_id: str,
+    listener: Listener,
+    sha256: list[str | None],
 ) -> RollbackResult:
     recorder = StepRecorder(services, run_id, listener)
     run = Execution(services, plan, recorder)
     result = RollbackResult(run_id=run_id, ok=False, strategy=plan.strategy.value)
     try:
         preparation = await _ensure_prepared(services, plan, run_id, recorder)
-    except PreparationFailed as error:
+        if preparation.names is None:
+            run.source, copy = await approved_source(plan)
+            result.backup_sha256 = copy.sha256
+        else:
+            result.backup_sha256 = preparation.sha256
+    except (PreparationFailed, BackupError) as error:
         result.error = str(error)
         result.environment_state = (
             f"{plan.environment.name} was not touched: nothing was stopped and the live "
@@ -646,6 +697,7 @@ async def _execute_owned(
         collect_result(result, recorder, run)
         await _finish_reported(services, run_id, result)
         return result
+    sha256[0] = result.backup_sha256
     names = preparation.names
     try:
         await run.stop()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -15,6 +18,7 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
+from bot.logs import configure_logging
 from sandbox.demo_environment import (
     ComposeProject,
     ServiceSpec,
@@ -270,3 +274,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"hostile inputs tried: {TALLY['tried']}, touched anything: {TALLY['touched']}"
         )
+
+
+@contextlib.contextmanager
+def bot_log(level: int = logging.INFO, secrets: Sequence[str] = ()) -> Iterator[io.StringIO]:
+    """What the bot's own log handler (bot.logs.configure_logging) writes, meanwhile."""
+    stream, root = io.StringIO(), logging.getLogger()
+    saved = root.level
+    handler = configure_logging(level, secrets=secrets, stream=stream)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved)

@@ -334,6 +334,7 @@ def _data_loss_section(view: RunView) -> SectionBlock | None:
     changed = sorted(view.data_loss, key=lambda t: -abs(t.leaving))
     rows = [
         f"{truncate(t.table, 40):<40} {t.live:>12,} {t.backup:>12,} {-t.leaving:>+12,}"
+        + (" ≈" if t.estimated else "")
         for t in changed[:DATA_LOSS_ROWS]
         if t.leaving
     ]
@@ -343,9 +344,17 @@ def _data_loss_section(view: RunView) -> SectionBlock | None:
     more = len([t for t in changed if t.leaving]) - len(rows)
     head = f"{'table':<40} {'live rows':>12} {'in backup':>12} {'change':>12}"
     body = "\n".join([head, *rows]).replace("`", "'")
+    estimates = any(t.estimated for t in changed[:DATA_LOSS_ROWS] if t.leaving)
     text = (
         "*Data-loss preview* (the backup is restored and compared while the application "
-        f"runs):\n```{body}```" + (f"\n…and {more} more table(s)" if more > 0 else "")
+        f"runs):\n```{body}```"
+        + (f"\n…and {more} more table(s)" if more > 0 else "")
+        + (
+            "\n≈ an estimate from the planner's statistics (a large table is not counted "
+            "row by row before approval)"
+            if estimates
+            else ""
+        )
     )
     return SectionBlock(
         block_id=BlockId.DATA_LOSS, text=MarkdownTextObject(text=truncate(text, MAX_SECTION_TEXT))

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from bot.cli import main
 from sandbox.demo_environment import table_checksums
 from sandbox.throwaway_postgres import ThrowawayPostgres
+from services.swap import derived_from
 from tests import hostile
 from tests.hostile import HOSTILE
 from tests.services.conftest import Stage, change_after_backup, container_states
@@ -247,7 +248,7 @@ async def test_swap_rollback_then_undo_from_the_command_line(
     assert await table_checksums(stage.dsn) == before
     assert set((await container_states(docker, stage.project)).values()) == {"running"}
     for name in await _databases(pg):
-        if name.startswith(stage.database.name + "__rb_"):
+        if derived_from(stage.database.name, name):
             await pg.drop_database(name)
 
 
@@ -434,3 +435,25 @@ async def test_not_confirmed_exits_3_and_changes_nothing(
     assert "Not confirmed; nothing was changed." in out.decode()
     assert await table_checksums(stage.dsn) == before
     assert set((await container_states(docker, stage.project)).values()) == {"running"}
+
+
+async def test_check_config_refuses_a_password_in_the_query_and_the_store_on_an_environment(
+    stage: Stage, pg: ThrowawayPostgres, tmp_path: Path
+) -> None:
+    """issue 8: `?password=` is refused without being echoed; the bot's own store on an
+    environment's database (which a rollback would wipe) is refused by check-config."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[environments.production]\ndatabase_url = "postgresql://app@db/app?password=hunter2"\n'
+    )
+    code, out, err = await cli("--config", str(bad), "check-config")
+    assert code == 2 and out == ""
+    assert "must not contain a password" in err and "hunter2" not in err
+
+    config = write_config(stage, tmp_path)
+    code, out, err = await cli("--config", str(config), "check-config", env=store_env(pg))
+    assert code == 0, err
+    same = stage.dsn.replace("127.0.0.1", "localhost")
+    code, out, err = await cli("--config", str(config), "check-config", env={"DATABASE_URL": same})
+    assert code == 2 and out == ""
+    assert f"the database of environment {stage.environment.name}" in err

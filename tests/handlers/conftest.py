@@ -116,8 +116,11 @@ async def make_bot(stage: Stage) -> AsyncIterator[MakeBot]:
         options: BotOptions | None = None,
         workspace_args: dict[str, Any] | None = None,
         strategy: Strategy = Strategy.IN_PLACE,
+        database_url: str | None = None,
     ) -> Bot:
         staged = stage.with_environment(approval=policy, contacts=contacts, strategy=strategy)
+        if database_url is not None:
+            staged = staged.with_environment(database_url=SecretStr(database_url))
         workspace = SandboxWorkspace(
             bot_token=BOT_TOKEN,
             users=[ALICE, BOB, ERIN, CAROL, DAVE, MAX],

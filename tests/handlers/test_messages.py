@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from services.checklist import BOT, ChecklistItem, Tick
 from services.environments import ApprovalPolicy, Environment
 from services.events import EventKind, Step, StepEvent
 from services.run_store import ApprovalRecord, RunRecord, RunStatus
-from services.run_view import RunView, StepState, StepStatus, TimelineEntry
+from services.run_view import RunView, StepState, StepStatus, TableRows, TimelineEntry
 from tests import hostile
 from tests.hostile import HOSTILE, strings
 
@@ -260,3 +261,20 @@ def test_future_and_own_backups_are_flagged() -> None:
 def test_escape_keeps_any_text_on_one_inert_line(text: str) -> None:
     shown = escape(text)
     assert "<" not in shown and ">" not in shown and shown.isprintable()
+
+
+def test_data_loss_preview_marks_estimates() -> None:
+    """issue 8: rows estimated from the planner's statistics are marked as such."""
+    view = dataclasses.replace(
+        make_view(),
+        data_loss=(
+            TableRows("public.events", 9_000_000, 8_500_000, estimated=True),
+            TableRows("public.orders", 120, 100),
+        ),
+    )
+    wire = valid(run_message(view, now=NOW))
+    (section,) = [b for b in wire if b["block_id"] == "rollback.data_loss"]
+    text = section["text"]["text"]
+    assert "public.events" in text and "-500,000 ≈" in text
+    assert "-20 ≈" not in text and "-20" in text
+    assert "≈ an estimate from the planner's statistics" in text

@@ -12,6 +12,7 @@ from bot.settings import Settings
 from sandbox.slack import SandboxWorkspace, SlackUser, render_message
 from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.errors import ConfigError
+from tests.conftest import bot_log
 from tests.handlers.conftest import ALICE, BOT_TOKEN, INCIDENTS, SIGNING_SECRET
 from tests.services.conftest import Stage
 
@@ -36,6 +37,7 @@ async def test_serve_answers_signed_requests_over_http(stage: Stage, pg: Throwaw
             port=port,
         )
         seen: list[str] = []
+        grown: list[str] = []
 
         async def conversation() -> None:
             url = f"http://127.0.0.1:{port}/slack/events"
@@ -44,13 +46,19 @@ async def test_serve_answers_signed_requests_over_http(stage: Stage, pg: Throwaw
                 assert delivery.status == 200
                 (reply,) = await workspace.wait_for(lambda: workspace.ephemerals(ALICE.id))
                 seen.extend(render_message(reply))
+                before = log.getvalue()
                 forged = await slack.send_command(
-                    ALICE.id, INCIDENTS.id, "/rollback", "help", signing_secret="x"
+                    ALICE.id, INCIDENTS.id, "/rollback", "x" * 500_000, signing_secret="x"
                 )
                 assert forged.status == 401
+                grown.append(log.getvalue()[len(before) :])
 
-        await serve(settings, {stage.environment.name: stage.environment}, stop=conversation)
+        with bot_log() as log:
+            await serve(settings, {stage.environment.name: stage.environment}, stop=conversation)
         assert any("/rollback backups" in line for line in seen)
+        # issue 8: Bolt logged a refused request's whole body (500 KB); now one short line.
+        (line,) = grown[0].splitlines()
+        assert "refused a request: invalid signature" in line and len(line) < 200
         with socket.socket() as probe:  # the port was released
             probe.bind(("0.0.0.0", port))
 

@@ -4,9 +4,12 @@ the cut-over, and the Undo button (issue #4)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 
 import aiodocker
 import asyncpg
+import pytest
 
 from handlers.ids import ActionId
 from sandbox.demo_environment import database_snapshot
@@ -14,8 +17,17 @@ from sandbox.slack import render_message
 from services.environments import Strategy
 from services.pgtools import with_database
 from services.run_store import RunStatus
-from tests.handlers.conftest import ALICE, BOB, DAVE, INCIDENTS, MakeBot
-from tests.services.conftest import change_after_backup, container_states
+from services.swap import derived_from
+from tests.handlers.conftest import (
+    ALICE,
+    BOB,
+    BOT_TOKEN,
+    DAVE,
+    INCIDENTS,
+    SIGNING_SECRET,
+    MakeBot,
+)
+from tests.services.conftest import Stage, change_after_backup, container_states
 
 
 async def databases(dsn: str) -> set[str]:
@@ -30,7 +42,7 @@ async def drop_leftovers(dsn: str, name: str) -> None:
     connection = await asyncpg.connect(with_database(dsn, "postgres"))
     try:
         for database in await databases(dsn):
-            if database.startswith(name + "__rb_"):
+            if derived_from(name, database):
                 await connection.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
     finally:
         await connection.close()
@@ -98,3 +110,34 @@ async def test_rejected_swap_request_drops_its_staging_database(make_bot: MakeBo
             break
         await asyncio.sleep(0.1)
     assert not staging & await databases(stage.dsn)
+
+
+async def test_no_secret_in_any_log_line_or_anything_slack_received(
+    make_bot: MakeBot, stage: Stage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """issue 8: during a whole swap rollback through Slack (request, preparation, approval,
+    cut-over, report) no log line at any level and nothing the workspace received carries
+    the bot token, the signing secret or the database password."""
+    password = "db-pass-Zq81"  # the throwaway cluster trusts; libpq still sends it
+    url = stage.dsn.replace("postgres@", f"postgres:{password}@", 1)
+    assert password in url
+    caplog.set_level(logging.DEBUG)
+    bot = await make_bot(strategy=Strategy.SWAP, database_url=url)
+    ws = bot.workspace
+    await change_after_backup(stage.dsn)
+    try:
+        plan = await bot.command(ALICE, bot.environment)
+        (run,) = await bot.runs()
+        await ws.wait_for(lambda: "Data-loss preview" in "\n".join(render_message(plan)), 30)
+        await bot.slack.click(BOB.id, plan, ActionId.APPROVE)
+        final = await bot.wait_for_run(run.id, lambda r: r.finished_at is not None)
+        assert final.status is RunStatus.SUCCEEDED, final.result
+        await ws.wait_for(lambda: len(ws.thread(INCIDENTS.id, plan.ts)) >= 1, 10)
+    finally:
+        await drop_leftovers(stage.dsn, stage.database.name)
+    logged = [r.getMessage() + (r.exc_text or "") for r in caplog.records]
+    received = [json.dumps(c.params) for c in ws.calls]
+    assert len(logged) > 50 and len(received) > 10  # the scan saw the whole run
+    for secret in (BOT_TOKEN, SIGNING_SECRET, password):
+        assert not [line for line in logged if secret in line], secret
+        assert not [body for body in received if secret in body], secret

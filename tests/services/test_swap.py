@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import pwd
 import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiodocker
@@ -22,6 +25,16 @@ from services.environments import HttpCheck, Strategy
 from services.events import Step, StepEvent
 from services.pgtools import with_database
 from services.run_store import RunStatus
+from services.swap import (
+    DerivedKind,
+    PreviewLimits,
+    SwapNames,
+    derived_from,
+    drop_database,
+    parse_derived,
+    preview_data_loss,
+    restore_into_staging,
+)
 from services.undo import undo_rollback
 from services.workflow import (
     discard_preparation,
@@ -30,7 +43,7 @@ from services.workflow import (
     prepare_rollback,
     rollback_database,
 )
-from tests.conftest import Stage
+from tests.conftest import FreshDatabase, Stage
 from tests.services.conftest import change_after_backup, container_states
 
 
@@ -47,6 +60,11 @@ async def database_properties(dsn: str, name: str) -> dict[str, object]:
     try:
         row = await connection.fetchrow(
             "SELECT pg_get_userbyid(datdba) AS owner, datacl::text[] AS acl, datconnlimit,"
+            " datcollate, datctype, datlocprovider::text AS provider, daticulocale,"
+            " (SELECT spcname FROM pg_tablespace WHERE oid = dattablespace) AS tablespace,"
+            " (SELECT array_agg(g ORDER BY g) FROM (SELECT format('%s>%s:%s:%s',"
+            "   pg_get_userbyid(a.grantor), pg_get_userbyid(a.grantee), a.privilege_type,"
+            "   a.is_grantable) AS g FROM aclexplode(d.datacl) a) x) AS grants,"
             " shobj_description(oid, 'pg_database') AS comment,"
             " (SELECT array_agg(coalesce(r.rolname, '*') || ':'"
             "   || array_to_string(s.setconfig, ';')"
@@ -86,7 +104,7 @@ async def swap_stage(stage: Stage, pg: ThrowawayPostgres) -> AsyncIterator[Stage
     await connection.close()
     yield stage.with_environment(strategy=Strategy.SWAP)
     for database in await database_names(stage.dsn):
-        if database.startswith(name[:40] + "__rb_"):
+        if derived_from(name, database):
             await pg.drop_database(database)
     connection = await asyncpg.connect(pg.superuser_dsn())
     await connection.execute(f"DROP OWNED BY {role}")
@@ -285,7 +303,7 @@ async def test_rename_refused_because_a_session_stays_leaves_everything_as_it_wa
         assert await database_snapshot(app_dsn) == before
         assert set((await container_states(docker, stage.project)).values()) == {"running"}
         names = await database_names(app_dsn)
-        assert not [n for n in names if n.startswith(database + "__rb_")]
+        assert not [n for n in names if derived_from(database, n)]
         # New connections are accepted again.
         connection = await asyncpg.connect(app_dsn)
         await connection.close()
@@ -351,3 +369,236 @@ async def test_not_enough_disk_falls_back_to_in_place(
     assert result.ok, result.error
     assert result.strategy == "in-place"
     assert await database_snapshot(dsn) == expected
+
+
+# -- issue 8: derived names fit 63 bytes and map back to their run --
+
+LONG_ASCII = "a" * 63
+FORTY = "orders_archive_for_the_eu_region_2024_q4"  # 40 characters
+MULTIBYTE = ("données_clients_production_" * 3)[:40]  # shares a prefix with MULTIBYTE_2
+MULTIBYTE_2 = MULTIBYTE[:-1] + "é"
+
+
+@pytest.mark.parametrize("live", [LONG_ASCII, FORTY, MULTIBYTE, MULTIBYTE_2, "é" * 31 + "x", "s"])
+def test_derived_names_fit_63_bytes_and_parse_back_to_their_run(live: str) -> None:
+    """issue 8: staging/old/undone names fit PostgreSQL's 63 bytes and name their run."""
+    names = SwapNames.for_run(live, "rb-1a2b3c4d")
+    undone = SwapNames.for_undo(live, "rb-99aa88bb", names.old).staging
+    for name, kind, run_id in (
+        (names.staging, DerivedKind.STAGING, "rb-1a2b3c4d"),
+        (names.old, DerivedKind.OLD, "rb-1a2b3c4d"),
+        (undone, DerivedKind.UNDONE, "rb-99aa88bb"),
+    ):
+        assert len(name.encode()) <= 63
+        name.encode().decode()  # whole characters only
+        assert parse_derived(name) == (kind, run_id)
+        assert derived_from(live, name)
+        assert not derived_from(live + "x", name)
+    assert parse_derived(live) is None
+
+
+def test_long_names_that_share_a_prefix_never_collide() -> None:
+    """issue 8: two names equal in their first bytes get different derived names."""
+    pairs = [(MULTIBYTE, MULTIBYTE_2), (LONG_ASCII, LONG_ASCII[:-1] + "b"), (FORTY, FORTY + "x")]
+    for first, second in pairs:
+        a, b = SwapNames.for_run(first, "rb-00000001"), SwapNames.for_run(second, "rb-00000001")
+        assert {a.staging, a.old}.isdisjoint({b.staging, b.old})
+        assert not derived_from(first, b.staging) and not derived_from(second, a.staging)
+
+
+@pytest.fixture(params=[LONG_ASCII, "é" * 31 + "x"], ids=["63-byte-ascii", "63-byte-multibyte"])
+async def long_named_stage(
+    request: pytest.FixtureRequest, stage: Stage, pg: ThrowawayPostgres
+) -> AsyncIterator[Stage]:
+    """The stage's database renamed to a 63-byte name, with the swap strategy."""
+    long_name: str = request.param
+    admin = await asyncpg.connect(pg.superuser_dsn())
+    try:
+        await admin.execute(f'ALTER DATABASE {stage.database.name} RENAME TO "{long_name}"')
+    finally:
+        await admin.close()
+    dsn = pg.superuser_dsn(long_name)
+    renamed = replace(stage, database=FreshDatabase(long_name, dsn))
+    try:
+        yield renamed.with_environment(database_url=SecretStr(dsn), strategy=Strategy.SWAP)
+    finally:
+        for database in await database_names(dsn):
+            if derived_from(long_name, database):
+                await pg.drop_database(database)
+        admin = await asyncpg.connect(pg.superuser_dsn())
+        try:
+            await admin.execute(f'ALTER DATABASE "{long_name}" RENAME TO {stage.database.name}')
+        finally:
+            await admin.close()
+
+
+async def test_swap_rollback_and_undo_of_a_63_byte_name(long_named_stage: Stage) -> None:
+    """issue 8: a 63-byte (ASCII or multibyte) name swaps, undoes, and leaves no orphan."""
+    stage = long_named_stage
+    at_backup = await database_snapshot(stage.dsn)
+    await change_after_backup(stage.dsn)
+    before = await database_snapshot(stage.dsn)
+    plan = await plan_rollback(stage.services, stage.environment.name, None)
+    assert plan.strategy is Strategy.SWAP, plan.strategy_note
+    result = await rollback_database(stage.services, plan, requested_by="t", listener=Recorder())
+    assert result.ok, (result.error, result.environment_state)
+    assert await database_snapshot(stage.dsn) == at_backup
+    names = await database_names(stage.dsn)
+    assert stage.database.name in names and result.old_database in names
+    assert parse_derived(result.old_database or "") == (DerivedKind.OLD, result.run_id)
+    undo = await undo_rollback(
+        stage.services, stage.environment.name, requested_by="t", listener=Recorder()
+    )
+    assert undo.ok, (undo.error, undo.environment_state)
+    assert await database_snapshot(stage.dsn) == before
+    kept = {n for n in await database_names(stage.dsn) if derived_from(stage.database.name, n)}
+    assert kept == {undo.old_database}  # the rolled-back database, kept for its time
+    assert parse_derived(undo.old_database or "") == (DerivedKind.UNDONE, undo.run_id)
+
+
+# -- issue 8: the swap keeps the tablespace, the ICU locale and the grantors --
+
+
+@pytest.fixture
+async def icu_stage(stage: Stage, pg: ThrowawayPostgres) -> AsyncIterator[Stage]:
+    """A database on its own tablespace, with an ICU locale, a GRANT made by a non-owner
+    (who holds GRANT OPTION), seeded, backed up, and changed since."""
+    tag = uuid.uuid4().hex[:6]
+    owner, granter, reader = f"own_{tag}", f"granter_{tag}", f"reader_{tag}"
+    space, name = f"space_{tag}", f"icu_{tag}"
+    folder = pg.base_path / space
+    await asyncio.to_thread(folder.mkdir)
+    account = await asyncio.to_thread(pwd.getpwnam, pg.os_user)
+    await asyncio.to_thread(os.chown, folder, account.pw_uid, account.pw_gid)
+    admin = await asyncpg.connect(pg.superuser_dsn())
+    try:
+        await admin.execute(f"CREATE TABLESPACE {space} LOCATION '{folder}'")
+        for role in (owner, granter, reader):
+            await admin.execute(f"CREATE ROLE {role}")
+        await admin.execute(
+            f"CREATE DATABASE {name} OWNER {owner} TEMPLATE template0 TABLESPACE {space}"
+            " LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LOCALE 'C'"
+        )
+        await admin.execute(
+            f"GRANT CONNECT, TEMP ON DATABASE {name} TO {granter} WITH GRANT OPTION"
+        )
+        await admin.execute(f"SET ROLE {granter}")
+        await admin.execute(f"GRANT CONNECT ON DATABASE {name} TO {reader}")
+        await admin.execute("RESET ROLE")
+    finally:
+        await admin.close()
+    dsn = pg.superuser_dsn(name)
+    await seed_demo_database(dsn, rows=300)
+    await dump_database(
+        DatabaseTarget(dsn, stage.services.tools),
+        stage.environment.backups_dir / "pre-deployment-20241210-120000.dump",
+    )
+    await change_after_backup(dsn)
+    try:
+        yield replace(stage, database=FreshDatabase(name, dsn)).with_environment(
+            database_url=SecretStr(dsn), strategy=Strategy.SWAP
+        )
+    finally:
+        for database in await database_names(dsn):
+            if database == name or derived_from(name, database):
+                await pg.drop_database(database)
+        admin = await asyncpg.connect(pg.superuser_dsn())
+        try:
+            await admin.execute(f"DROP TABLESPACE {space}")
+            for role in (reader, granter, owner):
+                await admin.execute(f"DROP ROLE {role}")
+        finally:
+            await admin.close()
+        await asyncio.to_thread(folder.rmdir)
+
+
+async def test_swap_keeps_tablespace_icu_locale_and_grantors(icu_stage: Stage) -> None:
+    """issue 8: a database on a non-default tablespace stays there, ICU stays ICU with its
+    locale, and a GRANT made by a non-owner keeps its grantor, through a swap and its undo."""
+    stage = icu_stage
+    name = stage.database.name
+    properties = await database_properties(stage.dsn, name)
+    assert properties["provider"] == "i" and properties["daticulocale"] == "de-DE"
+    assert str(properties["tablespace"]).startswith("space_")
+    assert any(g.startswith("granter_") for g in properties["grants"])  # type: ignore[attr-defined]
+    before = await database_snapshot(stage.dsn)
+
+    plan = await plan_rollback(
+        stage.services, stage.environment.name, "pre-deployment-20241210-120000.dump"
+    )
+    assert plan.strategy is Strategy.SWAP, plan.strategy_note
+    result = await rollback_database(stage.services, plan, requested_by="t", listener=Recorder())
+    assert result.ok, (result.error, result.environment_state)
+    assert result.strategy == "swap" and result.old_database, result.environment_state
+    assert await database_properties(stage.dsn, name) == properties
+
+    undo = await undo_rollback(
+        stage.services, stage.environment.name, requested_by="t", listener=Recorder()
+    )
+    assert undo.ok, (undo.error, undo.environment_state)
+    assert await database_snapshot(stage.dsn) == before
+    assert await database_properties(stage.dsn, name) == properties
+
+
+# -- issue 8: the data-loss preview is bounded in time --
+
+
+async def test_preview_counts_small_tables_and_estimates_beyond_the_budget(
+    swap_stage: Stage,
+) -> None:
+    """issue 8: exact counts within the size budget; estimates (marked) beyond it."""
+    stage = swap_stage
+    await change_after_backup(stage.dsn)
+    names = SwapNames.for_run(stage.database.name, "rb-00e57173")
+    await restore_into_staging(
+        stage.target(), stage.backup, names, jobs=1, entries=10, progress=_no_progress
+    )
+    try:
+        exact = {t.table: t for t in await preview_data_loss(stage.target(), names)}
+        assert exact["public.feature_flags"].live_rows == 1
+        assert not any(t.estimated for t in exact.values())
+        admin = await asyncpg.connect(stage.dsn)
+        await admin.execute("ANALYZE")
+        await admin.close()
+        estimated = await preview_data_loss(stage.target(), names, PreviewLimits(exact_bytes=0))
+        # Every table with pages is estimated; an empty one costs nothing to count.
+        assert estimated and all(t.estimated for t in estimated if t.live_rows or t.backup_rows)
+        for table in estimated:  # ANALYZE read these small tables whole: exact estimates
+            assert (table.live_rows, table.backup_rows) == (
+                exact[table.table].live_rows,
+                exact[table.table].backup_rows,
+            )
+    finally:
+        await drop_database(stage.target(), names.staging)
+
+
+async def test_preview_ends_within_its_timeout_while_a_table_is_locked(
+    swap_stage: Stage,
+) -> None:
+    """issue 8: a count that cannot finish in time becomes an estimate; the preview does
+    not wait for it."""
+    stage = swap_stage
+    names = SwapNames.for_run(stage.database.name, "rb-00c0ffee")
+    await restore_into_staging(
+        stage.target(), stage.backup, names, jobs=1, entries=10, progress=_no_progress
+    )
+    blocker = await asyncpg.connect(stage.dsn)
+    try:
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        began = asyncio.get_running_loop().time()
+        loss = await preview_data_loss(stage.target(), names, PreviewLimits(timeout_seconds=0.5))
+        elapsed = asyncio.get_running_loop().time() - began
+        await transaction.rollback()
+    finally:
+        await blocker.close()
+        await drop_database(stage.target(), names.staging)
+    assert elapsed < 1.5
+    by_table = {t.table: t for t in loss}
+    assert by_table["public.orders"].estimated
+    assert not by_table["public.customers"].estimated
+
+
+async def _no_progress(message: str) -> None:
+    pass
