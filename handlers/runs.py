@@ -167,13 +167,15 @@ class Rollbacks:
         self.tasks.spawn(self._execute(run_id, plan), name=f"rollback-{run_id}", critical=True)
 
     async def _execute(self, run_id: str, plan: BoundPlan) -> None:
-        try:
-            # Owns the run from here; waits for a preparation still running anywhere.
-            await execute_rollback(
-                self.services, plan.plan, run_id=run_id, listener=self._step_listener(run_id)
-            )
-        finally:
-            await asyncio.shield(self._report(run_id))
+        # Owns the run from here (waiting for a preparation still running anywhere) until
+        # it is reported; if this process dies first, another one reports it.
+        await execute_rollback(
+            self.services,
+            plan.plan,
+            run_id=run_id,
+            listener=self._step_listener(run_id),
+            report=lambda: self._report(run_id),
+        )
 
     def _step_listener(self, run_id: str) -> Listener:
         async def show(event: StepEvent) -> None:
@@ -220,6 +222,9 @@ class Rollbacks:
             self.live.refresh(run.id)
             await self._thread(run, *recovery_report(run))
             await self.notify(run.id, Notice.RECOVERED)
+        for run in await self.services.store.unreported_runs():
+            log.warning("run %s finished but was not reported; reporting it", run.id)
+            await self._report(run.id)
         return len(recoveries)
 
     async def _report(self, run_id: str) -> None:
@@ -227,6 +232,7 @@ class Rollbacks:
         await asyncio.gather(*self._thread_posts.pop(run_id, []), return_exceptions=True)
         view = await load_run_view(self.services, run_id)
         await self._thread(view.run, incident_report(view), incident_report_text(view))
+        await self.services.store.record(run_id, None, reported=True)
         await self.notify(run_id, Notice.FINISHED)
 
     def _post_in_thread(self, run_id: str, blocks: list[Block], text: str) -> None:

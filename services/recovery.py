@@ -65,6 +65,7 @@ _EXECUTION_FACTS = [
     "archive_old_done",
     "recovered",
     "announced",
+    "reported",
 ]
 
 

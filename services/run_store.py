@@ -456,6 +456,35 @@ class RunStore:
         )
         return [RunRecord.from_row(r) for r in rows]
 
+    async def unreported_runs(self, *, grace_seconds: float = 10.0) -> list[RunRecord]:
+        """Runs that finished lately but whose reporter died before their channel was told
+        (unowned, no `reported` fact); each is returned to exactly one caller."""
+        rows = await self._pool.fetch(
+            "SELECT id FROM runs WHERE status = ANY($1::text[]) AND slack_ts IS NOT NULL"
+            " AND started_at IS NOT NULL AND NOT journal ? 'reported'"
+            " AND finished_at BETWEEN now() - interval '1 hour'"
+            " AND now() - make_interval(secs => $2)",
+            [RunStatus.SUCCEEDED.value, RunStatus.FAILED.value],
+            grace_seconds,
+        )
+        claimed = []
+        for row in rows:
+            async with self._pool.acquire() as connection:
+                key = _lock_key(row["id"])
+                if not await connection.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
+                    continue  # its process is alive and reporting
+                try:
+                    mine = await connection.fetchrow(
+                        "UPDATE runs SET journal = journal || '{\"reported\": true}'"
+                        " WHERE id = $1 AND NOT journal ? 'reported' RETURNING *",
+                        row["id"],
+                    )
+                finally:
+                    await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
+                if mine is not None:
+                    claimed.append(RunRecord.from_row(mine))
+        return claimed
+
     async def forget(self, run_id: str, keys: list[str]) -> None:
         """Drop facts of an earlier attempt from the journal (a resumed run starts afresh)."""
         await self._pool.execute(

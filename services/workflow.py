@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -642,6 +642,7 @@ async def execute_rollback(
     listener: Listener,
     expect: tuple[RunStatus, ...] = (RunStatus.APPROVED, RunStatus.RUNNING),
     wait_seconds: float = 3600.0,
+    report: Callable[[], Awaitable[None]] | None = None,
 ) -> RollbackResult:
     """The destructive steps with their compensations; always reports where things stand.
 
@@ -669,6 +670,13 @@ async def execute_rollback(
                 await asyncio.shield(
                     approved_copy.discard_copy(services, plan.environment, sha256[0])
                 )
+            if report is not None:
+                # Still owned while reporting: a process that finds the run finished,
+                # unreported and unowned knows its reporter died (see unreported_runs).
+                try:
+                    await asyncio.shield(report())
+                except Exception:
+                    log.exception("run %s: the report failed", run_id)
 
 
 async def _execute_owned(

@@ -161,6 +161,33 @@ async def test_two_replicas_one_killed_mid_run_the_other_recovers_and_resumes(
                 assert final.status is RunStatus.SUCCEEDED
                 await ws.wait_for(lambda: ": done" in shown(plan_now(ws, plan)), 20)
                 assert await database_snapshot(stage.dsn) == at_backup
+
+                # Killed after the run finished, before its report: A reports it.
+                replica_b = await start_serve(port_b, config, pg, ws, log_b)
+                await a.send_command(ALICE.id, INCIDENTS.id, "/rollback", stage.environment.name)
+                second = await ws.wait_for(
+                    lambda: next((m for m in ws.messages(INCIDENTS.id) if m.ts != plan.ts), None),
+                    15,
+                )
+                await ws.wait_for(
+                    lambda: "✓ Restore into a staging database" in shown(plan_now(ws, second)),
+                    60,
+                )
+                again = await store.active_run(stage.environment.name)
+                assert again is not None
+                await b.click(BOB.id, plan_now(ws, second), ActionId.APPROVE)
+                await wait_for_status(store, again.id, RunStatus.SUCCEEDED, log_b)
+                replica_b.kill()
+                await replica_b.wait()
+                reports = [m for m in ws.thread(INCIDENTS.id, second.ts) if "Incident" in m.text]
+                assert reports == []  # killed before it could report
+                await ws.wait_for(
+                    lambda: any(
+                        "Incident report" in m.text for m in ws.thread(INCIDENTS.id, second.ts)
+                    ),
+                    45,
+                )
+                await ws.wait_for(lambda: ": done" in shown(plan_now(ws, second)), 15)
         finally:
             for process in (replica_a, replica_b):
                 if process.returncode is None:
