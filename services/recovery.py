@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from services import database, swap
+from services import approved_copy, database, swap
 from services.backups import Backup
 from services.bundle import Services
 from services.containers import Container
@@ -63,6 +63,7 @@ _EXECUTION_FACTS = [
     "swap_back",
     "archive_old",
     "archive_old_done",
+    "approved_sha256",
     "recovered",
     "announced",
     "reported",
@@ -177,6 +178,14 @@ async def recover_run(services: Services, run: RunRecord) -> Recovery:
         if isinstance(path, str) and not journal.get(f"{key}_done"):
             await _remove_partial(Path(path), recovery)
     await _start_stopped(services, environment, journal, recovery)
+    # The run's copy of its approved bytes: a Resume plans (and copies) again.
+    for sha256 in {
+        run.backup_sha256,
+        journal.get("approved_sha256"),
+        journal.get("prepared_sha256"),
+    }:
+        if isinstance(sha256, str):
+            await approved_copy.discard_copy(services, environment, sha256)
     recovery.environment_state = await _state_sentence(services, environment, recovery)
     recovery.seconds = time.monotonic() - began
     return recovery

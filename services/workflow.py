@@ -522,6 +522,7 @@ async def _prepare_owned(
     try:
         async with recorder.step(Step.PREPARE) as record:
             source, copy = await approved_source(plan)
+            await recorder.journal(Step.PREPARE, approved_sha256=copy.sha256)
             await swap.restore_into_staging(
                 target,
                 source,
@@ -706,6 +707,8 @@ async def _execute_owned(
         await _finish_reported(services, run_id, result)
         return result
     sha256[0] = result.backup_sha256
+    # Whoever takes this run over removes the copy of these bytes with it.
+    await recorder.journal(Step.PREFLIGHT, approved_sha256=result.backup_sha256)
     names = preparation.names
     try:
         await run.stop()

@@ -176,9 +176,8 @@ async def test_a_staging_copy_of_other_bytes_is_rebuilt_from_the_approved_ones(
         )
         assert second.sha256 != first.sha256
         await stage.services.store.update(run.id, status=RunStatus.APPROVED)
-        result = await execute_rollback(
-            stage.services, second.plan, run_id=run.id, listener=noop, preparation=preparation
-        )
+        # The run's journal says which bytes its staging copy holds: not these.
+        result = await execute_rollback(stage.services, second.plan, run_id=run.id, listener=noop)
         assert result.ok, (result.error, result.environment_state)
         assert result.strategy == "swap" and result.backup_sha256 == second.sha256
         assert await marker(stage.dsn) == OTHER.decode()
