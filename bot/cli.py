@@ -92,7 +92,11 @@ def _load(args: argparse.Namespace) -> tuple[Settings, dict[str, Environment]]:
     if problems:
         raise ConfigError(problems)
     # From here on no log line carries a configured secret.
-    configure_logging(logging.WARNING, secrets=configured_secrets(settings, environments))
+    configure_logging(
+        logging.WARNING,
+        secrets=configured_secrets(settings, environments),
+        log_format=settings.log_format,
+    )
     return settings, environments
 
 
