@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
@@ -127,8 +127,10 @@ class BotMetrics:
         self.store_up.set(1)
         return True
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The registry in the format the scraper asked for (text 0.0.4 by default)."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
 
 
 class RunMetrics:
@@ -230,8 +232,9 @@ def add_routes(app: web.Application, metrics: BotMetrics, services: Services) ->
 
     async def scrape(request: web.Request) -> web.Response:
         await metrics.refresh_from_store(services)
-        response = web.Response(body=metrics.exposition())
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        body, content_type = metrics.exposition(request.headers.get("Accept"))
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
         return response
 
     app.router.add_get("/healthz", healthz)

@@ -218,6 +218,7 @@ class StepRecorder:
             log.exception("run %s: could not record %s of %s", self.run_id, kind, step)
 
     async def emit(self, event: StepEvent) -> None:
+        log.info("%s %s", event.kind.value, event.message or "-")  # names run and step
         await self._persist(
             event.step, event.kind.value, {"message": event.message, "seconds": event.seconds}
         )
