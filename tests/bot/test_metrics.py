@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from bot.app import BotOptions, serve
+from bot.metrics import STORE_TIMEOUT
 from bot.settings import Settings
 from handlers.ids import ActionId
 from sandbox.slack import RateLimit, SandboxWorkspace, SlackUser
@@ -242,3 +244,44 @@ async def wait_for_samples(
 ) -> Samples:
     result: Samples = await wait_until(scrape_now, condition)
     return result
+
+
+async def test_healthz_is_503_when_the_run_store_does_not_answer() -> None:
+    """issue 11: the run store on a cluster of the test's own, stopped while the bot serves:
+    /healthz says 503 within its short timeout, /metrics still answers (store down)."""
+    port = free_port()
+    async with (
+        ThrowawayPostgres(fast=True) as cluster,
+        SandboxWorkspace(bot_token=BOT_TOKEN, users=[ALICE], channels=[INCIDENTS]) as ws,
+    ):
+        await cluster.create_database("store")
+        settings = Settings(
+            database_url=SecretStr(cluster.superuser_dsn("store")),
+            pg_bin=str(cluster.bin_dir),
+            slack_bot_token=SecretStr(BOT_TOKEN),
+            slack_signing_secret=SecretStr(SIGNING_SECRET),
+            slack_api_url=ws.base_url,
+            port=port,
+        )
+        answers: list[tuple[int, dict[str, Any], float]] = []
+
+        async def conversation() -> None:
+            async with aiohttp.ClientSession() as http:
+                for _ in range(2):
+                    began = asyncio.get_running_loop().time()
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                        elapsed = asyncio.get_running_loop().time() - began
+                        answers.append((response.status, await response.json(), elapsed))
+                    if cluster.running:
+                        await cluster.stop(immediate=True)
+                samples = await scrape(http, f"http://127.0.0.1:{port}")
+                answers.append((200, {"store_up": value(samples, "rollback_run_store_up")}, 0))
+
+        with bot_log(logging.CRITICAL):
+            await serve(settings, {}, stop=conversation, options=BotOptions(sweep_interval=60))
+
+    (up, up_body, _), (down, down_body, seconds), (_, scraped, _) = answers
+    assert (up, up_body["status"]) == (200, "ok")
+    assert (down, down_body["status"]) == (503, "unavailable")
+    assert down_body["run_store"] == "not answering" and seconds < STORE_TIMEOUT + 1
+    assert scraped == {"store_up": 0}
