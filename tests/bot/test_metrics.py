@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from bot.app import BotOptions, serve
-from bot.metrics import STORE_TIMEOUT
+from bot.metrics import STORE_TIMEOUT, BotMetrics
 from bot.settings import Settings
 from handlers.ids import ActionId
 from sandbox.slack import RateLimit, SandboxWorkspace, SlackUser
@@ -285,3 +287,17 @@ async def test_healthz_is_503_when_the_run_store_does_not_answer() -> None:
     assert (down, down_body["status"]) == (503, "unavailable")
     assert down_body["run_store"] == "not answering" and seconds < STORE_TIMEOUT + 1
     assert scraped == {"store_up": 0}
+
+
+def test_the_sample_dashboard_uses_only_the_metrics_the_bot_exposes() -> None:
+    """issue 11: docs/grafana-dashboard.json queries names /metrics really has."""
+    dashboard = json.loads((Path(__file__).parents[2] / "docs/grafana-dashboard.json").read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for q in queries for name in re.findall(r"\brollback_\w+", q)}
+    exposed = {
+        f"{family.name}{suffix}"
+        for family in BotMetrics().registry.collect()
+        for suffix in ("", "_total", "_bucket", "_sum", "_count")
+    }
+    assert used <= exposed, used - exposed
+    assert {"rollback_runs_total", "rollback_active_runs", "rollback_leases_held"} <= used
