@@ -153,6 +153,7 @@ async def test_metrics_and_health_move_during_a_real_rollback(
                     lambda: scrape(http, base),
                     lambda s: (
                         total(s, "rollback_runs_total", environment=name) >= 1
+                        and value(s, "rollback_leases_held") == 0  # given up once reported
                         and len(failed_calls(ws)) >= 2  # both DMs to the unknown contact
                         and value(s, "rollback_slack_rate_limited_total", method="chat.update")
                         == ws.ratelimited_by_method["chat.update"]
