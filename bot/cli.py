@@ -92,7 +92,11 @@ def _load(args: argparse.Namespace) -> tuple[Settings, dict[str, Environment]]:
     if problems:
         raise ConfigError(problems)
     # From here on no log line carries a configured secret.
-    configure_logging(logging.WARNING, secrets=configured_secrets(settings, environments))
+    configure_logging(
+        logging.WARNING,
+        secrets=configured_secrets(settings, environments),
+        log_format=settings.log_format,
+    )
     return settings, environments
 
 
@@ -112,7 +116,7 @@ async def cmd_rollback(args: argparse.Namespace) -> int:
     async with open_services(settings, environments) as services:
         await _recover(services)
         plan = await plan_rollback(services, args.environment, args.backup)
-        _out(terminal.plan_lines(plan))
+        terminal.show(terminal.plan_lines(plan), terminal.plan_table(plan))
         if args.dry_run:
             _out(["", "Dry run: nothing was changed."])
             return EXIT_OK
@@ -120,8 +124,8 @@ async def cmd_rollback(args: argparse.Namespace) -> int:
             _out(["Not confirmed; nothing was changed."])
             return EXIT_NOT_CONFIRMED
         print()
-        view = terminal.StepView()
-        result = await rollback_database(services, plan, requested_by=_who(), listener=view)
+        with terminal.StepView() as view:
+            result = await rollback_database(services, plan, requested_by=_who(), listener=view)
         _out(terminal.result_lines(result))
         return EXIT_OK if result.ok else EXIT_FAILED
 
@@ -174,7 +178,8 @@ async def _act_on_interrupted(
         if not args.yes and not _confirm(run.environment):
             _out(["Not confirmed; nothing was changed."])
             return EXIT_NOT_CONFIRMED
-        result = await action(services, run.id, requested_by=_who(), listener=terminal.StepView())
+        with terminal.StepView() as view:
+            result = await action(services, run.id, requested_by=_who(), listener=view)
         _out(terminal.result_lines(result))
         return EXIT_OK if result.ok else EXIT_FAILED
 
@@ -193,13 +198,10 @@ async def cmd_undo(args: argparse.Namespace) -> int:
         if not args.yes and not _confirm(args.environment):
             _out(["Not confirmed; nothing was changed."])
             return EXIT_NOT_CONFIRMED
-        result = await undo_rollback(
-            services,
-            args.environment,
-            requested_by=_who(),
-            listener=terminal.StepView(),
-            run_id=original.id,
-        )
+        with terminal.StepView() as view:
+            result = await undo_rollback(
+                services, args.environment, requested_by=_who(), listener=view, run_id=original.id
+            )
         _out(terminal.result_lines(result))
         return EXIT_OK if result.ok else EXIT_FAILED
 
@@ -225,7 +227,7 @@ async def cmd_backups(args: argparse.Namespace) -> int:
     environment = _environment(environments, args.environment)
     found = await catalogue.list_backups(environment)
     _out([f"Backups of {environment.name} in {terminal.shown(environment.backups_dir)}:", ""])
-    _out(terminal.backup_lines(found))
+    terminal.show(terminal.backup_lines(found), terminal.backup_table(found))
     return EXIT_OK
 
 
@@ -257,13 +259,8 @@ async def cmd_history(args: argparse.Namespace) -> int:
         runs = await services.store.recent_runs(args.environment, args.limit)
     if not runs:
         _out([f"No rollbacks of {args.environment} yet."])
-    for run in runs:
-        _out(
-            [
-                f"{run.requested_at:%Y-%m-%d %H:%M:%S} {run.id} {run.status.value:<18} "
-                f"{terminal.shown(run.backup_name or '-')}  by {terminal.shown(run.requested_by)}"
-            ]
-        )
+    else:
+        terminal.show(terminal.history_lines(runs), terminal.history_table(runs))
     return EXIT_OK
 
 

@@ -1,16 +1,25 @@
 """The bot's log: one line per record, control characters escaped, secrets scrubbed, and
-Bolt's own lines bounded (it logs a refused request's whole body)."""
+Bolt's own lines bounded (it logs a refused request's whole body).
+
+On a terminal the lines are for people; elsewhere (a container's log, journald) each line
+is one JSON object with the time, level, logger, message and, inside a run, its run id,
+environment and step (LOG_FORMAT=json|text|auto chooses)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from typing import TextIO
+from datetime import UTC, datetime
+from typing import Literal, TextIO
 
 from bot.settings import Settings
+from services import log_context
 from services.environments import Environment
 from services.pgtools import libpq_environment
+
+LogFormat = Literal["auto", "json", "text"]
 
 # C0 and C1 control characters and DEL: a user's newline must not start a fake log line.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -23,9 +32,23 @@ def escape_controls(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
+class RunContextFilter(logging.Filter):
+    """Stamps each record with the run the writing task works on (services/log_context)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.run = log_context.current()
+        return True
+
+
+def _run_fields(record: logging.LogRecord) -> dict[str, str]:
+    found = getattr(record, "run", None)
+    return found if isinstance(found, dict) else {}
+
+
 class OneLineFormatter(logging.Formatter):
     """Each record is one line, and no configured secret appears in it (tracebacks follow
-    on their own lines, scrubbed too)."""
+    on their own lines, scrubbed too). Inside a run the line ends with its run id,
+    environment and step."""
 
     def __init__(self, fmt: str, secrets: Iterable[str] = ()) -> None:
         super().__init__(fmt)
@@ -40,6 +63,9 @@ class OneLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.getMessage())
         line = self.formatMessage(record)
+        run = _run_fields(record)
+        if run:
+            line += " [" + " ".join(f"{k}={escape_controls(v)}" for k, v in run.items()) + "]"
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -47,6 +73,30 @@ class OneLineFormatter(logging.Formatter):
         if record.stack_info:
             line += "\n" + self.formatStack(record.stack_info)
         return self.scrub(line)
+
+
+class JsonFormatter(OneLineFormatter):
+    """One JSON object per line (ASCII only: no control character reaches the log raw)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__("%(message)s", secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, str] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **_run_fields(record),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        # Scrubbed before encoding (JSON escapes would hide a secret) and after.
+        return self.scrub(json.dumps({k: self.scrub(v) for k, v in entry.items()}))
 
 
 class BoltLogFilter(logging.Filter):
@@ -89,10 +139,19 @@ def configure_logging(
     *,
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
+    log_format: LogFormat = "text",
 ) -> logging.Handler:
-    """The root logger writes one line per record to stderr (or `stream`)."""
+    """The root logger writes one line per record to stderr (or `stream`): for people, or
+    (json, or auto when the stream is not a terminal) one JSON object."""
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(OneLineFormatter("%(levelname)s %(name)s: %(message)s", secrets))
+    if log_format == "auto":
+        log_format = "text" if handler.stream.isatty() else "json"
+    handler.addFilter(RunContextFilter())
+    handler.setFormatter(
+        JsonFormatter(secrets)
+        if log_format == "json"
+        else OneLineFormatter("%(levelname)s %(name)s: %(message)s", secrets)
+    )
     root = logging.getLogger()
     for old in list(root.handlers):
         if isinstance(old.formatter, OneLineFormatter):

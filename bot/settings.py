@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,7 +24,11 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     port: int = 3000
+    # /healthz and /metrics: default PORT (beside /slack/events in HTTP mode; a server of
+    # their own in Socket Mode).
+    metrics_port: int | None = None
     log_level: str = "INFO"
+    log_format: Literal["auto", "json", "text"] = "auto"  # auto: JSON unless on a terminal
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -1,17 +1,31 @@
-"""The command line's view of a run: a live step list on a terminal, plain lines otherwise."""
+"""The command line's view of a run: on a terminal, a live step list (with the restore's
+progress) and tables drawn with rich; plain lines when the output is not a terminal, when
+TERM=dumb or when NO_COLOR is set (those lines are the format scripts and tests read)."""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
 
 from services import humanize
 from services.backups import Backup
 from services.environments import Strategy
 from services.events import EXECUTE_STEPS, STEP_LABELS, SWAP_STEPS, EventKind, Step, StepEvent
 from services.names import visible
+from services.run_store import RunRecord, RunStatus
 from services.workflow import RollbackPlan, RollbackResult
 
 MARKS = {"pending": "·", "running": "⏳", "done": "✓", "failed": "✗"}
@@ -27,40 +41,92 @@ def shown(text: object, limit: int = MAX_SHOWN) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def plain(out: TextIO) -> bool:
+    """Plain lines, no escape sequences: not a terminal, TERM=dumb, or NO_COLOR set."""
+    return (
+        not out.isatty()
+        or os.environ.get("TERM", "") == "dumb"
+        or bool(os.environ.get("NO_COLOR", ""))
+    )
+
+
+def console(out: TextIO | None = None) -> Console:
+    """A rich console on `out` that never reads markup or highlights: what is drawn is the
+    text as given (outside text is escaped by `shown` first)."""
+    return Console(file=out or sys.stdout, markup=False, highlight=False, emoji=False)
+
+
+def _text(value: object, style: str = "") -> Text:
+    return Text(shown(value), style=style)
+
+
+def show(lines: Sequence[str], table: RenderableType, out: TextIO | None = None) -> None:
+    """`table` drawn on a terminal, `lines` printed elsewhere."""
+    out = out or sys.stdout
+    if plain(out):
+        print("\n".join(lines), file=out, flush=True)
+    else:
+        console(out).print(table)
+
+
 def _age(backup: Backup, now: datetime | None = None) -> str:
     if backup.future_dated(now):
         return "DATED IN THE FUTURE"  # not "0 s ago" (issue 8)
     return f"{humanize.age(backup.age_seconds(now))} ago"
 
 
-def plan_lines(plan: RollbackPlan) -> list[str]:
+def plan_rows(plan: RollbackPlan) -> list[tuple[str, str]]:
+    """The plan's facts as (key, value); a key "" continues the row above (containers)."""
     env = plan.environment
     backup = plan.backup
     age = _age(backup, plan.planned_at)
     taken = f"{backup.created_at:%Y-%m-%d %H:%M:%S} UTC"
-    lines = [
-        f"Rollback plan for {shown(env.name)}",
-        f"  database      {shown(env.database_display)}",
-        f"  backup        {shown(backup.name)} ({humanize.size(backup.size_bytes)}, "
-        f"taken {taken}, {age}, {len(plan.archive.tables)} tables)",
-        *(f"  warning       {note}" for note in backup.notes(plan.planned_at)),
-        f"  data loss     everything written since {taken} "
-        f"({age}) leaves the live database; it stays in the safety backup",
-        f"  containers    {len(plan.containers)} of Compose project {shown(env.compose_project)}:",
-    ]
-    lines += [f"                  {shown(c.name)} ({c.state})" for c in plan.containers]
-    steps = SWAP_STEPS if plan.strategy is Strategy.SWAP else EXECUTE_STEPS
-    lines += [
-        f"  strategy      {plan.strategy_note or plan.strategy.value}",
-        f"  safety backup {shown(plan.safety_backup)}"
-        + (
-            " (a dump of the old database, which is also kept)"
-            if plan.strategy is Strategy.SWAP
-            else ""
+    rows = [
+        ("database", shown(env.database_display)),
+        (
+            "backup",
+            f"{shown(backup.name)} ({humanize.size(backup.size_bytes)}, "
+            f"taken {taken}, {age}, {len(plan.archive.tables)} tables)",
         ),
-        "  steps         " + " → ".join(STEP_LABELS[s] for s in steps),
+        *(("warning", note) for note in backup.notes(plan.planned_at)),
+        (
+            "data loss",
+            f"everything written since {taken} ({age}) leaves the live database; "
+            "it stays in the safety backup",
+        ),
+        (
+            "containers",
+            f"{len(plan.containers)} of Compose project {shown(env.compose_project)}:",
+        ),
+        *(("", f"{shown(c.name)} ({c.state})") for c in plan.containers),
     ]
-    return lines
+    steps = SWAP_STEPS if plan.strategy is Strategy.SWAP else EXECUTE_STEPS
+    kept = " (a dump of the old database, which is also kept)"
+    swapping = plan.strategy is Strategy.SWAP
+    rows += [
+        ("strategy", plan.strategy_note or plan.strategy.value),
+        ("safety backup", shown(plan.safety_backup) + (kept if swapping else "")),
+        ("steps", " → ".join(STEP_LABELS[s] for s in steps)),
+    ]
+    return rows
+
+
+def plan_lines(plan: RollbackPlan) -> list[str]:
+    return [f"Rollback plan for {shown(plan.environment.name)}"] + [
+        f"  {key:<13} {value}" if key else f"{'':<18}{value}" for key, value in plan_rows(plan)
+    ]
+
+
+def plan_table(plan: RollbackPlan) -> RenderableType:
+    """The plan as a table: the same facts as `plan_lines`."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for key, value in plan_rows(plan):
+        style = "yellow" if key in ("warning", "data loss") else ""
+        grid.add_row(key, Text(value, style=style))
+    title = Text(f"Rollback plan for {shown(plan.environment.name)}", style="bold")
+    return Group(title, grid)
 
 
 def backup_lines(backups: list[Backup], now: datetime | None = None) -> list[str]:
@@ -80,44 +146,143 @@ def backup_lines(backups: list[Backup], now: datetime | None = None) -> list[str
     return lines
 
 
+def history_lines(runs: Iterable[RunRecord]) -> list[str]:
+    return [
+        f"{run.requested_at:%Y-%m-%d %H:%M:%S} {run.id} {run.status.value:<18} "
+        f"{shown(run.backup_name or '-')}  by {shown(run.requested_by)}"
+        for run in runs
+    ]
+
+
+_STATUS_STYLES = {
+    RunStatus.SUCCEEDED: "green",
+    RunStatus.FAILED: "bold red",
+    RunStatus.INTERRUPTED: "bold red",
+    RunStatus.RUNNING: "yellow",
+}
+
+
+def history_table(runs: Iterable[RunRecord]) -> RenderableType:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("REQUESTED", "RUN", "STATUS", "BACKUP", "BY"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        table.add_row(
+            f"{run.requested_at:%Y-%m-%d %H:%M:%S}",
+            run.id,
+            Text(run.status.value, style=_STATUS_STYLES.get(run.status, "")),
+            _text(run.backup_name or "-"),
+            _text(run.requested_by),
+        )
+    return table
+
+
+def backup_table(backups: list[Backup], now: datetime | None = None) -> RenderableType:
+    """The backups as a table: the same facts as `backup_lines`."""
+    if not backups:
+        return Text("No backups.")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column, justify in (("NAME", "left"), ("SIZE", "right"), ("TAKEN (UTC)", "left")):
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    table.add_column("AGE")
+    for backup in backups:
+        notes = [n.split(":")[0] for n in backup.notes(now) if not n.startswith("dated")]
+        age = _age(backup, now).removesuffix(" ago")
+        table.add_row(
+            _text(backup.name),
+            humanize.size(backup.size_bytes),
+            f"{backup.created_at:%Y-%m-%d %H:%M:%S}",
+            Text(age + "".join(f"  ({note})" for note in notes), style="yellow" if notes else ""),
+        )
+    return table
+
+
+_PERCENT = re.compile(r"(\d{1,3})%")
+
+
+@dataclass(frozen=True)
+class _Row:
+    step: Step
+    state: str  # a key of MARKS
+    detail: str = ""
+    percent: int | None = None
+
+
 class StepView:
-    """Renders step events: redraws the step list on a TTY, appends lines elsewhere."""
+    """Renders step events: a live step list on a terminal (a spinner on the running step,
+    a bar for the restore's progress), one appended line per event elsewhere.
+
+    Use it in `with` on a terminal, so that the live display ends (and the cursor comes
+    back) when the run does."""
 
     def __init__(self, out: TextIO | None = None, live: bool | None = None) -> None:
         self.out = out or sys.stdout
-        self.live = self.out.isatty() if live is None else live
-        self.rows: dict[Step, list[str]] = {}
-        self.drawn = 0
+        self.live = not plain(self.out) if live is None else live
+        self.rows: dict[Step, _Row] = {}
         self.began = time.monotonic()
+        self.spinner = Spinner("dots", style="yellow")
+        self._display: Live | None = None
 
-    def _row(self, step: Step, mark: str, detail: str = "") -> list[str]:
-        return [mark, STEP_LABELS[step], shown(detail)]
+    def __enter__(self) -> StepView:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._display is not None:
+            self._display.stop()  # leaves the last drawing on the screen
+            self._display = None
 
     async def __call__(self, event: StepEvent) -> None:
         seconds = f"{event.seconds:.1f} s" if event.seconds is not None else ""
         if event.kind is EventKind.STARTED:
-            row = self._row(event.step, MARKS["running"])
+            row = _Row(event.step, "running")
         elif event.kind is EventKind.PROGRESS:
-            row = self._row(event.step, MARKS["running"], event.message)
-        elif event.kind is EventKind.FINISHED:
-            row = self._row(event.step, MARKS["done"], f"{seconds}  {event.message}".strip())
+            found = _PERCENT.search(event.message)
+            percent = min(int(found[1]), 100) if found else None
+            row = _Row(event.step, "running", shown(event.message), percent)
         else:
-            row = self._row(event.step, MARKS["failed"], f"{seconds}  {event.message}".strip())
+            state = "done" if event.kind is EventKind.FINISHED else "failed"
+            row = _Row(event.step, state, shown(f"{seconds}  {event.message}".strip()))
         self.rows[event.step] = row
-        if self.live:
-            self._redraw()
-        else:
+        if not self.live:
             elapsed = time.monotonic() - self.began
-            self.out.write(f"[{elapsed:6.1f}s] {row[0]} {row[1]}  {row[2]}".rstrip() + "\n")
+            line = f"[{elapsed:6.1f}s] {MARKS[row.state]} {STEP_LABELS[row.step]}  {row.detail}"
+            self.out.write(line.rstrip() + "\n")
             self.out.flush()
+        elif self._display is None:
+            self._display = Live(
+                get_renderable=self._drawing,
+                console=Console(file=self.out, force_terminal=True, markup=False, emoji=False),
+                refresh_per_second=8,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._display.start()
+        else:
+            self._display.refresh()
 
-    def _redraw(self) -> None:
-        if self.drawn:
-            self.out.write(f"\x1b[{self.drawn}F")
-        for mark, label, detail in self.rows.values():
-            self.out.write(f"\x1b[2K  {mark} {label:<36} {detail}\n")
-        self.drawn = len(self.rows)
-        self.out.flush()
+    def _drawing(self) -> RenderableType:
+        """The step list now (called from rich's refresh thread: reads a copy)."""
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=2)
+        grid.add_column(min_width=36, no_wrap=True)
+        grid.add_column(overflow="fold")
+        for row in list(self.rows.values()):
+            label = Text(STEP_LABELS[row.step])
+            if row.state != "running":
+                style = "green" if row.state == "done" else "bold red"
+                grid.add_row(Text(MARKS[row.state], style=style), label, Text(row.detail))
+            elif row.percent is not None:  # the restore's share of pg_restore's items
+                progress = Table.grid(padding=(0, 1))
+                progress.add_row(
+                    ProgressBar(total=100, completed=row.percent, width=30), f"{row.percent}%"
+                )
+                grid.add_row(self.spinner, label, progress)
+            else:
+                grid.add_row(self.spinner, label, Text(row.detail))
+        return grid
 
 
 def result_lines(result: RollbackResult) -> list[str]:

@@ -27,7 +27,7 @@ from services.bundle import Services
 from services.checklist import tick_checklist
 from services.environments import Strategy
 from services.errors import PreparationFailed, RunOwned
-from services.events import EventKind, Listener, StepEvent
+from services.events import EventKind, Listener, NoObserver, RunObserver, StepEvent
 from services.notifications import Notice, Notifier, notify_contacts
 from services.recovery import abort_run, recover_orphans, resume_run
 from services.run_store import RunRecord
@@ -53,8 +53,10 @@ class Rollbacks:
         live: LiveMessages,
         directory: Directory,
         notifier: Notifier,
+        observer: RunObserver | None = None,
     ) -> None:
         self.services = services
+        self.observer = observer or NoObserver()  # the metrics
         self.client = client
         self.tasks = tasks
         self.live = live
@@ -109,8 +111,10 @@ class Rollbacks:
             self.live.refresh(run_id)  # whatever happened (even expiry), show it
         if outcome.start is not None:
             self._start(run_id, outcome.start)
+            await self.observer.approved(run_id)
         elif outcome.counted and decision is not Decision.APPROVE:
             self._discard(run_id)
+            await self.observer.finished(run_id)
             self.tasks.spawn(self.notify(run_id, Notice.FINISHED), name=f"notify-{run_id}")
         return outcome
 
@@ -123,6 +127,7 @@ class Rollbacks:
             return
 
         async def show(event: StepEvent) -> None:
+            await self.observer.step(event)
             self.live.refresh(run_id)
 
         async def prepare() -> None:
@@ -147,6 +152,7 @@ class Rollbacks:
         await self._thread(run, *undo_started(user))
 
         async def show(event: StepEvent) -> None:
+            await self.observer.step(event)
             self.live.refresh(run_id)
 
         try:
@@ -180,6 +186,7 @@ class Rollbacks:
     def _step_listener(self, run_id: str) -> Listener:
         async def show(event: StepEvent) -> None:
             # Called inline by the workflow: never wait on Slack here.
+            await self.observer.step(event)
             self.live.refresh(run_id)
             if event.kind is EventKind.FAILED:
                 self._post_in_thread(run_id, step_failure(event), step_failure_text(event))
@@ -203,6 +210,7 @@ class Rollbacks:
             )
         finally:
             self.live.refresh(run_id)
+        await self.observer.finished(run_id)
         run = await self.services.store.get(run_id)
         await self._thread(run, *undo_finished(result))
         await self.notify(run_id, Notice.FINISHED)
@@ -228,6 +236,7 @@ class Rollbacks:
         return len(recoveries)
 
     async def _report(self, run_id: str) -> None:
+        await self.observer.finished(run_id)
         await self.live.flush(run_id)
         await asyncio.gather(*self._thread_posts.pop(run_id, []), return_exceptions=True)
         view = await load_run_view(self.services, run_id)
@@ -283,6 +292,7 @@ class Rollbacks:
         await self.recover()
         result = await approvals.sweep(self.services)
         for run in result.expired:
+            await self.observer.finished(run.id)
             self._discard(run.id)
             self.live.refresh(run.id)
         self._sweeps += 1

@@ -227,9 +227,10 @@ async def _play_on_command_line(stage: DemoStage) -> bool:
         plan = await plan_rollback(services, ENVIRONMENT, None)
         _say("\n".join(terminal.plan_lines(plan)))
         _say()
-        result = await rollback_database(
-            services, plan, requested_by="demo (command line)", listener=terminal.StepView()
-        )
+        with terminal.StepView() as view:
+            result = await rollback_database(
+                services, plan, requested_by="demo (command line)", listener=view
+            )
         _say("\n".join(terminal.result_lines(result)))
         _say()
         return result.ok

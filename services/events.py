@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Protocol
 
 
 class Step(StrEnum):
@@ -73,3 +74,25 @@ Listener = Callable[[StepEvent], Awaitable[None]]
 
 async def ignore(event: StepEvent) -> None:
     """A listener for callers that only want the result."""
+
+
+class RunObserver(Protocol):
+    """Watches runs from outside (the bot's metrics): each step event, the approval that
+    lets a run start, each run's end. Called inline: it never waits on anything slow."""
+
+    async def step(self, event: StepEvent) -> None: ...
+
+    async def approved(self, run_id: str) -> None: ...
+
+    async def finished(self, run_id: str) -> None: ...
+
+
+class NoObserver:
+    async def step(self, event: StepEvent) -> None:
+        pass
+
+    async def approved(self, run_id: str) -> None:
+        pass
+
+    async def finished(self, run_id: str) -> None:
+        pass

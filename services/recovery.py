@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from services import approved_copy, database, swap
+from services import approved_copy, database, log_context, swap
 from services.backups import Backup
 from services.bundle import Services
 from services.containers import Container
@@ -116,7 +116,10 @@ async def recover_orphans(services: Services) -> list[Recovery]:
     recovered = []
     for orphan in await services.store.orphaned_runs():
         try:
-            async with services.store.lease(orphan.id, owner=services.owner):
+            async with (
+                log_context.run_scope(orphan.id, orphan.environment),
+                services.store.lease(orphan.id, owner=services.owner),
+            ):
                 run = await services.store.get(orphan.id)
                 if run.status not in (RunStatus.APPROVED, RunStatus.RUNNING):
                     continue  # someone finished it meanwhile
@@ -485,7 +488,10 @@ async def _finish_changed(
     recorder = StepRecorder(services, run.id, listener)
     execution = Execution(services, plan, recorder)
     result = RollbackResult(run_id=run.id, ok=False, strategy=run.strategy or "")
-    async with services.store.lease(run.id, owner=services.owner) as lease:
+    async with (
+        log_context.run_scope(run.id, run.environment),
+        services.store.lease(run.id, owner=services.owner) as lease,
+    ):
         if not await services.store.transition(
             run.id, to=RunStatus.RUNNING, expect=(RunStatus.INTERRUPTED,), owner=lease.owner
         ):

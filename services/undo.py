@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from services import backups as catalogue
-from services import database, swap
+from services import database, log_context, swap
 from services.backups import Backup
 from services.bundle import Services
 from services.environments import Environment, Strategy
@@ -111,7 +111,10 @@ async def undo_rollback(
     recorder = StepRecorder(services, run_id, listener)
     run = Execution(services, plan, recorder)
     result = RollbackResult(run_id=run_id, ok=False, strategy=Strategy.SWAP.value)
-    async with services.store.lease(run_id, owner=services.owner) as lease:
+    async with (
+        log_context.run_scope(run_id, environment.name),
+        services.store.lease(run_id, owner=services.owner) as lease,
+    ):
         await services.store.transition(
             run_id, to=RunStatus.RUNNING, expect=(RunStatus.APPROVED,), owner=lease.owner
         )

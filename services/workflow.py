@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from services import approved_copy, database, swap
+from services import approved_copy, database, log_context, swap
 from services import backups as catalogue
 from services.approved_copy import ApprovedCopy
 from services.backups import ArchiveContents, Backup
@@ -218,6 +218,7 @@ class StepRecorder:
             log.exception("run %s: could not record %s of %s", self.run_id, kind, step)
 
     async def emit(self, event: StepEvent) -> None:
+        log.info("%s %s", event.kind.value, event.message or "-")  # names run and step
         await self._persist(
             event.step, event.kind.value, {"message": event.message, "seconds": event.seconds}
         )
@@ -240,6 +241,12 @@ class StepRecorder:
 
     @contextlib.asynccontextmanager
     async def step(self, step: Step, done: str = "") -> AsyncIterator[StepRecord]:
+        with log_context.step_scope(step.value):  # every line the step writes names it
+            async with self._step(step, done) as record:
+                yield record
+
+    @contextlib.asynccontextmanager
+    async def _step(self, step: Step, done: str) -> AsyncIterator[StepRecord]:
         await self.emit(StepEvent(self.run_id, step, EventKind.STARTED))
         record = StepRecord(step, True, 0.0, done)
         began = time.monotonic()
@@ -578,7 +585,10 @@ async def prepare_rollback(
     if plan.strategy is not Strategy.SWAP:
         return Preparation(None, note=plan.strategy_note)
     recorder = StepRecorder(services, run_id, listener)
-    async with services.store.lease(run_id, owner=services.owner):
+    async with (
+        log_context.run_scope(run_id, plan.environment.name),
+        services.store.lease(run_id, owner=services.owner),
+    ):
         work = asyncio.create_task(_prepare_owned(services, plan, run_id, recorder))
         while not work.done():
             await asyncio.wait({work}, timeout=0.5)
@@ -655,9 +665,10 @@ async def execute_rollback(
     `wait_seconds` for a preparation still running elsewhere), moves from one of `expect`
     to running by compare-and-set, and journals each change before making it.
     """
-    async with services.store.lease(
-        run_id, owner=services.owner, wait_seconds=wait_seconds
-    ) as lease:
+    async with (
+        log_context.run_scope(run_id, plan.environment.name),
+        services.store.lease(run_id, owner=services.owner, wait_seconds=wait_seconds) as lease,
+    ):
         if not await services.store.transition(
             run_id, to=RunStatus.RUNNING, expect=expect, owner=lease.owner
         ):

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from bot.logs import configure_logging
+from bot.logs import LogFormat, configure_logging
 from sandbox.demo_environment import (
     ComposeProject,
     ServiceSpec,
@@ -277,11 +277,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @contextlib.contextmanager
-def bot_log(level: int = logging.INFO, secrets: Sequence[str] = ()) -> Iterator[io.StringIO]:
+def bot_log(
+    level: int = logging.INFO, secrets: Sequence[str] = (), log_format: LogFormat = "text"
+) -> Iterator[io.StringIO]:
     """What the bot's own log handler (bot.logs.configure_logging) writes, meanwhile."""
     stream, root = io.StringIO(), logging.getLogger()
     saved = root.level
-    handler = configure_logging(level, secrets=secrets, stream=stream)
+    handler = configure_logging(level, secrets=secrets, stream=stream, log_format=log_format)
     try:
         yield stream
     finally:

@@ -188,17 +188,25 @@ async def test_demo_interrupted_with_ctrl_c_cleans_up(
 
 
 async def test_live_step_list_redraws_in_place_on_a_terminal() -> None:
+    """issue 11: the live display (rich) redraws the whole list in place, shows the
+    restore's progress as a bar, and leaves the final list and the cursor when it ends."""
     out = io.StringIO()
-    view = StepView(out, live=True)
-    await view(StepEvent("rb-1", Step.STOP, EventKind.STARTED))
-    await view(StepEvent("rb-1", Step.STOP, EventKind.FINISHED, "2 stopped", 0.25))
-    await view(StepEvent("rb-1", Step.RESTORE, EventKind.STARTED))
-    await view(StepEvent("rb-1", Step.RESTORE, EventKind.FAILED, "disk full", 1.5))
+    with StepView(out, live=True) as view:
+        await view(StepEvent("rb-1", Step.STOP, EventKind.STARTED))
+        await view(StepEvent("rb-1", Step.STOP, EventKind.FINISHED, "2 stopped", 0.25))
+        await view(StepEvent("rb-1", Step.PREPARE, EventKind.STARTED))
+        progress = "restoring into the staging database: 40%"
+        await view(StepEvent("rb-1", Step.PREPARE, EventKind.PROGRESS, progress))
+        during = out.getvalue()
+        await view(StepEvent("rb-1", Step.PREPARE, EventKind.FAILED, "disk full\x1b[2J", 1.5))
     screen = out.getvalue()
-    assert "\x1b[1F" in screen and "\x1b[2F" in screen  # cursor back up to redraw
-    last = screen.rsplit("\x1b[2F", 1)[1]
-    assert "✓ Stop containers" in last and "0.2 s  2 stopped" in last
-    assert "✗ Restore database" in last and "1.5 s  disk full" in last
+    assert screen.startswith("\x1b[?25l") and screen.endswith("\x1b[?25h")  # cursor back
+    assert "\x1b[1A\x1b[2K" in screen  # up a line and erase it: redrawn in place
+    assert "━" in during and "40%" in during  # the progress bar
+    last = re.sub(r"\x1b\[[0-9;]*m", "", screen.rsplit("\x1b[1A\x1b[2K", 1)[1])
+    assert "✓  Stop containers" in last and "0.2 s  2 stopped" in last
+    assert "✗  Restore into a staging database" in last
+    assert "1.5 s  disk full\\x1b[2J" in last  # outside text stays escaped
 
 
 async def test_plain_lines_when_not_a_terminal() -> None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import os
+import pty
+from datetime import datetime
 
 import pytest
 from pydantic import SecretStr
 
 from bot.app import create_app
-from bot.logs import escape_controls
+from bot.logs import configure_logging, escape_controls
 from bot.settings import Settings
 from handlers.tasks import BackgroundTasks
+from services import log_context
 from tests.conftest import bot_log
 from tests.handlers.conftest import BOT_TOKEN, SIGNING_SECRET
 from tests.services.conftest import Stage
@@ -40,3 +46,66 @@ async def test_bolt_does_not_warn_that_the_token_is_unused(
     caplog.set_level(logging.DEBUG)
     create_app(settings, stage.services, tasks=BackgroundTasks())
     assert not [r for r in caplog.records if "will be unused" in r.getMessage()]
+
+
+def test_json_lines_off_a_terminal_carry_the_run_and_no_secret() -> None:
+    """issue 11: not on a terminal (auto), each line is one JSON object with the time, level,
+    logger, message and, inside a run, its run id, environment and step; secrets scrubbed,
+    also in a traceback and where JSON would escape them."""
+    stream = io.StringIO()
+    handler = configure_logging(
+        logging.INFO, secrets=["hunter2-secret", 'quo"te-secret'], stream=stream, log_format="auto"
+    )
+    log = logging.getLogger("services.test")
+    try:
+        log.info("before the run")
+        with log_context.run_scope("rb-1234", "production"):
+            with log_context.step_scope("restore"):
+                try:
+                    raise RuntimeError("password hunter2-secret refused\nINFO fake line")
+                except RuntimeError:
+                    log.exception('restore failed for quo"te-secret \x1b[2J')
+            log.warning("between steps")
+        log.info("after the run")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    text = stream.getvalue()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert len(lines) == 4 and text.isascii() and "\x1b" not in text
+    before, failed, between, after = lines
+    assert set(before) == {"time", "level", "logger", "message"}
+    assert before["logger"] == "services.test" and before["level"] == "INFO"
+    assert datetime.fromisoformat(before["time"]).tzinfo is not None
+    assert failed["run_id"] == "rb-1234" and failed["environment"] == "production"
+    assert failed["step"] == "restore" and failed["level"] == "ERROR"
+    assert failed["message"] == "restore failed for *** \x1b[2J"
+    assert "RuntimeError: password *** refused\nINFO fake line" in failed["exception"]
+    assert "hunter2" not in text and "te-secret" not in text
+    assert between["run_id"] == "rb-1234" and "step" not in between
+    assert "run_id" not in after
+
+
+def test_human_lines_on_a_terminal_and_log_format_overrides() -> None:
+    """issue 11: on a terminal (a real pty) the lines stay for people, naming the run at
+    the end; LOG_FORMAT=json wins over the terminal, text over a pipe."""
+    controller, terminal = pty.openpty()
+    try:
+        with open(terminal, "w", closefd=False) as tty:
+            for log_format, stream in (("auto", tty), ("json", tty), ("text", io.StringIO())):
+                handler = configure_logging(logging.INFO, stream=stream, log_format=log_format)
+                try:
+                    with log_context.run_scope("rb-9", "staging"):
+                        logging.getLogger("bot.test").warning("hello %s", log_format)
+                finally:
+                    logging.getLogger().removeHandler(handler)
+                    tty.flush()
+            assert isinstance(stream, io.StringIO)
+            text = stream.getvalue()
+        screen = os.read(controller, 4096).decode().replace("\r\n", "\n")
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    human, machine = screen.splitlines()
+    assert human == "WARNING bot.test: hello auto [run_id=rb-9 environment=staging]"
+    assert json.loads(machine)["message"] == "hello json"
+    assert text == "WARNING bot.test: hello text [run_id=rb-9 environment=staging]\n"
