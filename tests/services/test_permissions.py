@@ -166,14 +166,14 @@ async def test_undo_names_exactly_the_run_it_undoes(stage: Stage) -> None:
         await store.update(run.id, status=RunStatus.SUCCEEDED, result={"old_database": old})
         finished.append(await store.get(run.id))
     first, second = finished
-    with pytest.raises(RollbackError, match="changed .* after it"):
+    with pytest.raises(RollbackError, match=r"changed .* after it"):
         await undoable_run(stage.services, name, run_id=first.id)
     assert (await undoable_run(stage.services, name, run_id=second.id)).id == second.id
 
     async def ignore(event: object) -> None:
         return None
 
-    with pytest.raises(RollbackError, match="changed .* after it"):
+    with pytest.raises(RollbackError, match=r"changed .* after it"):
         await undo_rollback(
             stage.services, name, requested_by="U0BOB", listener=ignore, run_id=first.id
         )
