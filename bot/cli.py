@@ -20,6 +20,7 @@ from bot.resources import open_services
 from bot.settings import Settings, load_settings
 from services import backups as catalogue
 from services import humanize, names
+from services.approvals import cancel_run
 from services.bundle import Services
 from services.environments import Environment
 from services.errors import (
@@ -29,6 +30,7 @@ from services.errors import (
     RollbackError,
     UnknownEnvironment,
 )
+from services.permissions import Action, Actor, NoGroups, authorize
 from services.recovery import Recovery, abort_run, interrupted_run, recover_orphans, resume_run
 from services.undo import expire_old_databases, undo_rollback, undoable_run
 from services.workflow import (
@@ -104,6 +106,11 @@ def _who() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()} (command line)"
 
 
+def _operator() -> Actor:
+    """Shell access to the bot's configuration makes an operator (services/permissions.py)."""
+    return Actor.command_line(_who())
+
+
 def _confirm(environment: str) -> bool:
     if not sys.stdin.isatty():
         raise ConfigError(["stdin is not a terminal: pass --yes to confirm the rollback"])
@@ -115,6 +122,14 @@ async def cmd_rollback(args: argparse.Namespace) -> int:
     settings, environments = _load(args)
     async with open_services(settings, environments) as services:
         await _recover(services)
+        operator = _operator()
+        await authorize(
+            services,
+            NoGroups(),
+            action=Action.REQUEST,
+            actor=operator,
+            environment=args.environment,
+        )
         plan = await plan_rollback(services, args.environment, args.backup)
         terminal.show(terminal.plan_lines(plan), terminal.plan_table(plan))
         if args.dry_run:
@@ -125,7 +140,9 @@ async def cmd_rollback(args: argparse.Namespace) -> int:
             return EXIT_NOT_CONFIRMED
         print()
         with terminal.StepView() as view:
-            result = await rollback_database(services, plan, requested_by=_who(), listener=view)
+            result = await rollback_database(
+                services, plan, requested_by=operator.id, listener=view
+            )
         _out(terminal.result_lines(result))
         return EXIT_OK if result.ok else EXIT_FAILED
 
@@ -157,29 +174,32 @@ async def cmd_recover(args: argparse.Namespace) -> int:
 
 
 async def cmd_resume(args: argparse.Namespace) -> int:
-    return await _act_on_interrupted(args, resume_run, "Resume")
+    return await _act_on_interrupted(args, resume_run, "Resume", Action.RESUME)
 
 
 async def cmd_abort(args: argparse.Namespace) -> int:
-    return await _act_on_interrupted(args, abort_run, "Abort and restore")
+    return await _act_on_interrupted(args, abort_run, "Abort and restore", Action.ABORT)
 
 
 async def _act_on_interrupted(
     args: argparse.Namespace,
     action: Callable[..., Coroutine[Any, Any, RollbackResult]],
     label: str,
+    permission: Action,
 ) -> int:
     settings, environments = _load(args)
     async with open_services(settings, environments) as services:
         await _recover(services)
         run = await interrupted_run(services, args.environment, args.run)
+        operator = _operator()
+        await authorize(services, NoGroups(), action=permission, actor=operator, run=run)
         state = (run.result or {}).get("environment_state", "")
         _out([f"{label} run {run.id} of {run.environment} (now: {terminal.shown(state)})."])
         if not args.yes and not _confirm(run.environment):
             _out(["Not confirmed; nothing was changed."])
             return EXIT_NOT_CONFIRMED
         with terminal.StepView() as view:
-            result = await action(services, run.id, requested_by=_who(), listener=view)
+            result = await action(services, run.id, requested_by=operator.id, listener=view)
         _out(terminal.result_lines(result))
         return EXIT_OK if result.ok else EXIT_FAILED
 
@@ -189,6 +209,8 @@ async def cmd_undo(args: argparse.Namespace) -> int:
     async with open_services(settings, environments) as services:
         await _recover(services)
         original = await undoable_run(services, args.environment, run_id=args.run)
+        operator = _operator()
+        await authorize(services, NoGroups(), action=Action.UNDO, actor=operator, run=original)
         _out(
             [
                 f"Undo run {original.id} of {args.environment} (to {original.backup_name}): "
@@ -200,10 +222,29 @@ async def cmd_undo(args: argparse.Namespace) -> int:
             return EXIT_NOT_CONFIRMED
         with terminal.StepView() as view:
             result = await undo_rollback(
-                services, args.environment, requested_by=_who(), listener=view, run_id=original.id
+                services,
+                args.environment,
+                requested_by=operator.id,
+                listener=view,
+                run_id=original.id,
             )
         _out(terminal.result_lines(result))
         return EXIT_OK if result.ok else EXIT_FAILED
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    settings, environments = _load(args)
+    async with open_services(settings, environments) as services:
+        run = await cancel_run(
+            services, NoGroups(), environment=args.environment, actor=_operator()
+        )
+    _out(
+        [
+            f"Cancelled run {run.id} of {run.environment} (requested by {run.requested_by}, "
+            f"{run.status.value.replace('_', ' ')}); nothing was changed."
+        ]
+    )
+    return EXIT_OK
 
 
 async def cmd_expire(args: argparse.Namespace) -> int:
@@ -327,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--run", help="the interrupted run (default: the newest)")
         command.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         command.set_defaults(handler=handler)
+
+    cancel = sub.add_parser(
+        "cancel", help="cancel an environment's rollback that has not started executing"
+    )
+    cancel.add_argument("environment")
+    cancel.set_defaults(handler=cmd_cancel)
 
     expire = sub.add_parser(
         "expire-old", help="drop old databases kept past keep_old_database_hours (for cron)"

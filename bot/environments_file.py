@@ -167,6 +167,16 @@ def load_environments(path: Path) -> dict[str, Environment]:
         backups_dir = (
             base / entry.backups_dir if entry.backups_dir else instances / name / "backups"
         )
+        policy = entry.approval
+        if (
+            policy.escalate_after_minutes is not None
+            and policy.escalate_after_minutes >= policy.expiry_minutes
+        ):
+            problems.append(
+                f"environments.{name}.approval.escalate_after_minutes: "
+                f"{policy.escalate_after_minutes:g} is not less than expiry_minutes "
+                f"({policy.expiry_minutes:g}): the request would expire before it escalates"
+            )
         url = _database_url(name, entry, _read_env_file(env_file), problems)
         if url is None:
             continue

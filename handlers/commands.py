@@ -14,6 +14,7 @@ class CommandKind(StrEnum):
     BACKUPS = "backups"
     STATUS = "status"
     HISTORY = "history"
+    CANCEL = "cancel"
     HELP = "help"
     USAGE = "usage"  # not understood: answer with the usage
 
@@ -48,7 +49,7 @@ def _parse(text: str) -> ParsedCommand:
     first, rest = words[0].lower(), words[1:]
     if first == "help":
         return ParsedCommand(CommandKind.HELP)
-    if first in ("backups", "history"):
+    if first in ("backups", "history", "cancel"):
         if len(rest) != 1:
             return _usage(f"`{first}` takes one environment.")
         return ParsedCommand(CommandKind(first), environment=names.check_environment_name(rest[0]))

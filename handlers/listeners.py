@@ -1,4 +1,5 @@
-"""Bolt listeners: ack, parse, call one service, answer. Authorization is listener middleware."""
+"""Bolt listeners: ack, parse, call one service, answer. Authorization is one middleware:
+every slash sub-command and action_id is looked up in the permission table."""
 
 from __future__ import annotations
 
@@ -17,21 +18,20 @@ from slack_bolt.response import BoltResponse
 from handlers.commands import CommandKind, parse_command
 from handlers.ids import ActionId, parse_button_value
 from handlers.messages.backups_list import backups_message, backups_text
-from handlers.messages.decision_reply import decision_reply
+from handlers.messages.decision_reply import cancel_reply, decision_reply
 from handlers.messages.errors import error_text, unexpected_error_text
+from handlers.messages.gate_reply import gate_reply
 from handlers.messages.run_list import history_message, status_message
 from handlers.messages.text import as_dicts
 from handlers.messages.usage import usage_message, usage_text
 from handlers.runs import Rollbacks
+from services import approvals
 from services import backups as catalogue
-from services.approvals import (
-    Decision,
-    authorize_decision,
-    authorize_requester,
-    authorize_undo,
-)
+from services.approvals import Decision
 from services.bundle import Services
-from services.errors import RollbackError
+from services.errors import RollbackError, RunNotFound
+from services.permissions import Action, Actor, authorize
+from services.run_store import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,26 @@ DECISIONS = {
     ActionId.REJECT.value: Decision.REJECT,
     ActionId.CANCEL.value: Decision.CANCEL,
 }
+# What each request asks to do, in the permission table's words.
+COMMAND_ACTIONS = {
+    CommandKind.ROLLBACK: Action.REQUEST,
+    CommandKind.CANCEL: Action.CANCEL,
+    CommandKind.BACKUPS: Action.BACKUPS,
+    CommandKind.STATUS: Action.STATUS,
+    CommandKind.HISTORY: Action.HISTORY,
+    CommandKind.HELP: Action.HELP,
+    CommandKind.USAGE: Action.HELP,  # answered with the usage
+}
+BUTTON_ACTIONS = {
+    ActionId.APPROVE.value: Action.APPROVE,
+    ActionId.REJECT.value: Action.REJECT,
+    ActionId.CANCEL.value: Action.CANCEL,
+    ActionId.CHECKLIST.value: Action.TICK,
+    ActionId.UNDO.value: Action.UNDO,
+    ActionId.RESUME.value: Action.RESUME,
+    ActionId.ABORT.value: Action.ABORT,
+}
+COMMAND = "/rollback"
 
 
 # ---------------------------------------------------------------- global middleware
@@ -80,46 +100,69 @@ class Redeliveries:
         return drop_redeliveries
 
 
-# ---------------------------------------------------------------- listener middleware
+# ---------------------------------------------------------------- the permission check
 
 
-async def authorize_rollback_request(
-    command: dict[str, Any], services: Services, rollbacks: Rollbacks, next: Next
+async def authorize_request(
+    body: dict[str, Any], services: Services, rollbacks: Rollbacks, next: Next
 ) -> None:
-    """Only the environment's requesters may ask for a rollback of it."""
-    parsed = parse_command(command.get("text", ""))
-    if (
-        parsed.kind is CommandKind.ROLLBACK
-        and parsed.environment is not None
-        and parsed.environment in services.environments
-    ):
-        await authorize_requester(
-            services,
-            rollbacks.directory,
-            environment=parsed.environment,
-            user=command["user_id"],
+    """The one permission check for Slack: each request's action against the table.
+
+    Anything not mapped (another command, an action_id the bot never sent, a payload type
+    it does not handle) reaches `authorize` as an unknown action and is denied."""
+    directory = rollbacks.directory
+    if "command" in body:
+        user = str(body.get("user_id", ""))
+        parsed = parse_command(str(body.get("text", "")))
+        action: Action | str = (
+            COMMAND_ACTIONS[parsed.kind] if body["command"] == COMMAND else str(body["command"])
         )
+        run = None
+        if action is Action.CANCEL and parsed.environment is not None:
+            run = await approvals.cancellable_run(services, parsed.environment)
+        await authorize(
+            services,
+            directory,
+            action=action,
+            actor=Actor(user),
+            environment=parsed.environment,
+            run=run,
+        )
+    elif body.get("type") == "block_actions" and body.get("actions"):
+        user = str((body.get("user") or {}).get("id", ""))
+        for clicked in body["actions"]:
+            action_id = str(clicked.get("action_id", ""))
+            action = BUTTON_ACTIONS.get(action_id, action_id)
+            known = isinstance(action, Action)
+            run = await _clicked_run(body, clicked, services) if known else None
+            await authorize(services, directory, action=action, actor=Actor(user), run=run)
+    else:
+        user = str((body.get("user") or {}).get("id", "") or body.get("user_id", ""))
+        kind = str(body.get("type") or "unknown request")
+        await authorize(services, directory, action=kind, actor=Actor(user))
     await next()
 
 
-async def authorize_decision_click(
-    body: dict[str, Any],
-    action: dict[str, Any],
-    services: Services,
-    rollbacks: Rollbacks,
-    next: Next,
-) -> None:
-    """Approvers approve and reject (not their own request); requester or approvers cancel."""
-    run_id, _ = parse_button_value(str(action.get("value", "")))
-    run = await services.store.get(run_id)
-    await authorize_decision(
-        services,
-        rollbacks.directory,
-        run=run,
-        user=body["user"]["id"],
-        decision=DECISIONS[action["action_id"]],
-    )
-    await next()
+async def _clicked_run(
+    body: dict[str, Any], clicked: dict[str, Any], services: Services
+) -> RunRecord:
+    """The run a click is about: the button's value, or the message's run (checkboxes)."""
+    if clicked.get("action_id") == ActionId.CHECKLIST.value:
+        container = body.get("container") or {}
+        channel = str(container.get("channel_id", ""))
+        ts = str(container.get("message_ts", ""))
+        if not (_plain(channel) and _plain(ts)):
+            raise RunNotFound("for this message")
+        return await services.store.run_for_message(channel, ts)
+    run_id, _ = parse_button_value(str(clicked.get("value", "")))
+    if not _plain(run_id):
+        raise RunNotFound("(the button carried no run ID)")
+    return await services.store.get(run_id)
+
+
+def _plain(identifier: str) -> bool:
+    """Could this be an ID the bot or Slack made? (NUL and the like never reach the store.)"""
+    return 0 < len(identifier) <= 64 and identifier.isascii() and identifier.isprintable()
 
 
 # ---------------------------------------------------------------- listeners
@@ -154,6 +197,10 @@ async def _rollback_command(
             user=command["user_id"],
             channel=command["channel_id"],
         )
+    elif parsed.kind is CommandKind.CANCEL:
+        assert parsed.environment is not None
+        run = await rollbacks.cancel(environment=parsed.environment, user=command["user_id"])
+        await _reply(respond, cancel_reply(run))
     elif parsed.kind is CommandKind.BACKUPS:
         assert parsed.environment is not None
         environment = services.environment(parsed.environment)
@@ -218,8 +265,24 @@ async def handle_checklist(
         ts=body["container"]["message_ts"],
         user=body["user"]["id"],
         ticked=[str(o.get("value")) for o in action.get("selected_options") or []],
+        shown=_shown_ticks(body, action),
     )
     _after_ack(rollbacks, body, respond, work)
+
+
+def _shown_ticks(body: dict[str, Any], action: dict[str, Any]) -> list[str] | None:
+    """What the clicked view showed ticked (the checkboxes' `initial_options` in the message
+    the click came from); None when the payload carries no message."""
+    message = body.get("message")
+    if not isinstance(message, dict):
+        return None
+    for block in message.get("blocks") or []:
+        if block.get("block_id") != action.get("block_id"):
+            continue
+        for element in block.get("elements") or []:
+            if element.get("action_id") == action.get("action_id"):
+                return [str(o.get("value")) for o in element.get("initial_options") or []]
+    return None
 
 
 def _after_ack(
@@ -275,19 +338,6 @@ async def handle_error(
     return BoltResponse(status=200, body="") if response is not None else None
 
 
-async def authorize_undo_click(
-    body: dict[str, Any],
-    action: dict[str, Any],
-    services: Services,
-    rollbacks: Rollbacks,
-    next: Next,
-) -> None:
-    """Approvers of the environment may undo its rollback."""
-    run = await services.store.get(str(action.get("value", "")))
-    await authorize_undo(services, rollbacks.directory, run=run, user=body["user"]["id"])
-    await next()
-
-
 async def handle_undo_button(
     ack: AsyncAck,
     body: dict[str, Any],
@@ -296,8 +346,15 @@ async def handle_undo_button(
     rollbacks: Rollbacks,
 ) -> None:
     await ack()
-    work = rollbacks.undo(run_id=str(action.get("value", "")), user=body["user"]["id"])
-    _after_ack(rollbacks, body, respond, work)
+    _after_ack(rollbacks, body, respond, _undo(body, action, respond, rollbacks))
+
+
+async def _undo(
+    body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, rollbacks: Rollbacks
+) -> None:
+    run_id, _ = parse_button_value(str(action.get("value", "")))
+    gate = await rollbacks.undo(run_id=run_id, user=body["user"]["id"])
+    await _reply(respond, gate_reply(gate))
 
 
 async def handle_recovery_button(
@@ -309,20 +366,31 @@ async def handle_recovery_button(
 ) -> None:
     """Resume or Abort and restore, on a run that was interrupted and recovered."""
     await ack()
-    run_id, user = str(action.get("value", "")), body["user"]["id"]
-    if action["action_id"] == ActionId.RESUME.value:
-        work = rollbacks.resume(run_id=run_id, user=user)
-    else:
-        work = rollbacks.abort(run_id=run_id, user=user)
-    _after_ack(rollbacks, body, respond, work)
+    _after_ack(rollbacks, body, respond, _recovery(body, action, respond, rollbacks))
+
+
+async def _recovery(
+    body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, rollbacks: Rollbacks
+) -> None:
+    """One approval; the click that completes the policy's approvals does it."""
+    run_id, _ = parse_button_value(str(action.get("value", "")))
+    user = body["user"]["id"]
+    chosen = Action.RESUME if action["action_id"] == ActionId.RESUME.value else Action.ABORT
+    gate = await rollbacks.approve(run_id=run_id, action=chosen, user=user)
+    await _reply(respond, gate_reply(gate))
+    if gate.go:
+        act = rollbacks.resume if chosen is Action.RESUME else rollbacks.abort
+        await act(run_id=run_id, user=user)
 
 
 def register(app: AsyncApp) -> None:
-    app.command("/rollback", middleware=[authorize_rollback_request])(handle_rollback_command)
+    """The permission check first (after the services are in the context), then listeners."""
+    app.use(authorize_request)
+    app.command(COMMAND)(handle_rollback_command)
     for action_id in (ActionId.APPROVE, ActionId.REJECT, ActionId.CANCEL):
-        app.action(action_id.value, middleware=[authorize_decision_click])(handle_decision_button)
+        app.action(action_id.value)(handle_decision_button)
     app.action(ActionId.CHECKLIST.value)(handle_checklist)
-    app.action(ActionId.UNDO.value, middleware=[authorize_undo_click])(handle_undo_button)
+    app.action(ActionId.UNDO.value)(handle_undo_button)
     for action_id in (ActionId.RESUME, ActionId.ABORT):
-        app.action(action_id.value, middleware=[authorize_undo_click])(handle_recovery_button)
+        app.action(action_id.value)(handle_recovery_button)
     app.error(handle_error)

@@ -19,20 +19,33 @@ from handlers.messages.recovery_report import recovery_report
 from handlers.messages.run_message import run_message, run_message_text
 from handlers.messages.step_detail import step_failure, step_failure_text
 from handlers.messages.text import as_dicts, fallback
-from handlers.messages.undo_notes import undo_finished, undo_started
+from handlers.messages.undo_notes import (
+    undo_asked,
+    undo_finished,
+    undo_not_done,
+    undo_started,
+)
 from handlers.tasks import BackgroundTasks
 from services import approvals
-from services.approvals import BoundPlan, Decision, DecisionOutcome, Directory
+from services.approvals import (
+    ActionGate,
+    BoundPlan,
+    Decision,
+    DecisionOutcome,
+    Directory,
+    RequestExpired,
+)
 from services.bundle import Services
 from services.checklist import tick_checklist
 from services.environments import Strategy
-from services.errors import PreparationFailed, RunOwned
+from services.errors import NotPosted, PreparationFailed, RollbackError, RunOwned
 from services.events import EventKind, Listener, NoObserver, RunObserver, StepEvent
 from services.notifications import Notice, Notifier, notify_contacts
+from services.permissions import Action, Actor
 from services.recovery import abort_run, recover_orphans, resume_run
-from services.run_store import RunRecord
+from services.run_store import RunRecord, RunStatus
 from services.run_view import load_run_view
-from services.undo import expire_old_databases, undo_rollback
+from services.undo import expire_old_databases, undo_rollback, undoable_run
 from services.workflow import (
     RollbackPlan,
     discard_staging,
@@ -65,6 +78,7 @@ class Rollbacks:
         self._thread_posts: dict[str, list[asyncio.Task[None]]] = {}
         self._sweeps = 0
         self._planning: dict[str, asyncio.Lock] = {}
+        self._bot_user: str | None = None
 
     async def request(
         self, *, environment: str, backup: str | None, user: str, channel: str
@@ -82,18 +96,44 @@ class Rollbacks:
                 requested_by=user,
             )
         run = outcome.run
-        view = await load_run_view(self.services, run.id)
-        posted = await self.client.chat_postMessage(
-            channel=channel,
-            text=fallback(run_message_text(view)),
-            blocks=as_dicts(run_message(view, now=datetime.now(UTC))),
-        )
+        try:
+            view = await load_run_view(self.services, run.id)
+            posted = await self.client.chat_postMessage(
+                channel=channel,
+                text=fallback(run_message_text(view)),
+                blocks=as_dicts(run_message(view, now=datetime.now(UTC))),
+            )
+        except (Exception, asyncio.CancelledError) as error:
+            # Nobody could approve or cancel a run without its message: cancel it now, so
+            # the environment is not left locked until it expires.
+            reason = str(error.response.get("error")) if isinstance(error, SlackApiError) else ""
+            await asyncio.shield(
+                approvals.withdraw(
+                    self.services,
+                    run.id,
+                    reason=f"its message could not be posted ({reason or type(error).__name__})",
+                )
+            )
+            if not reason:
+                raise
+            raise NotPosted(
+                run.id, run.environment, channel, reason, bot=await self._own_user_id()
+            ) from error
         await self.services.store.set_message(run.id, str(posted["channel"]), str(posted["ts"]))
         self.tasks.spawn(self.notify(run.id, Notice.REQUESTED), name=f"notify-{run.id}")
         self._prepare(run.id, outcome.plan.plan)
         if outcome.approved:
             self._start(run.id, outcome.plan)
         return run
+
+    async def _own_user_id(self) -> str:
+        """The bot's user ID (to say whom to invite); asked once, only when needed."""
+        if self._bot_user is None:
+            try:
+                self._bot_user = str((await self.client.auth_test()).get("user_id") or "")
+            except SlackApiError:
+                return ""
+        return self._bot_user
 
     async def decide(
         self, *, run_id: str, user: str, decision: Decision, seen_plan_hash: str | None
@@ -107,16 +147,36 @@ class Rollbacks:
                 decision=decision,
                 seen_plan_hash=seen_plan_hash,
             )
+        except RequestExpired as expired:
+            if expired.expired_now:  # this click found it expired: tell them, as the sweep would
+                self._closed(run_id, Notice.EXPIRED)
+            raise
         finally:
             self.live.refresh(run_id)  # whatever happened (even expiry), show it
         if outcome.start is not None:
             self._start(run_id, outcome.start)
             await self.observer.approved(run_id)
         elif outcome.counted and decision is not Decision.APPROVE:
-            self._discard(run_id)
             await self.observer.finished(run_id)
-            self.tasks.spawn(self.notify(run_id, Notice.FINISHED), name=f"notify-{run_id}")
+            self._closed(run_id, Notice.FINISHED, was=outcome.previous)
         return outcome
+
+    async def cancel(self, *, environment: str, user: str) -> RunRecord:
+        """`/rollback cancel <env>`: its run that has not started executing."""
+        run = await approvals.cancel_run(
+            self.services, self.directory, environment=environment, actor=Actor(user)
+        )
+        self.live.refresh(run.id)
+        await self.observer.finished(run.id)
+        self._closed(run.id, Notice.FINISHED, was=run.status)
+        return run
+
+    def _closed(self, run_id: str, notice: Notice, *, was: RunStatus | None = None) -> None:
+        """A run that will not execute: no staging database left, the contacts told. An
+        approved one being started here reports by itself when it finds it cancelled."""
+        self._discard(run_id)
+        if was is not RunStatus.APPROVED:
+            self.tasks.spawn(self.notify(run_id, notice), name=f"notify-{run_id}")
 
     def _prepare(self, run_id: str, plan: RollbackPlan) -> None:
         """Start the non-destructive work now; the cut-over waits for it (and approval).
@@ -146,27 +206,58 @@ class Rollbacks:
         """A run that will not happen leaves no staging database behind."""
         self.tasks.spawn(discard_staging(self.services, run_id), name=f"discard-{run_id}")
 
-    async def undo(self, *, run_id: str, user: str) -> None:
-        """Swap the pre-rollback database back, reporting in the run's thread."""
+    async def undo(self, *, run_id: str, user: str) -> ActionGate:
+        """One approval of undoing exactly this run; the click that completes the policy's
+        approvals swaps the pre-rollback database back, reporting in the run's thread."""
         run = await self.services.store.get(run_id)
+        await undoable_run(self.services, run.environment, run_id=run.id)  # refuse early
+        gate = await approvals.approve_action(
+            self.services, self.directory, run_id=run.id, action=Action.UNDO, user=user
+        )
+        if gate.go:
+            self.tasks.spawn(self._undo(run, user), name=f"undo-{run.id}", critical=True)
+        elif gate.counted:  # the other approvers learn of it where they look
+            await self._thread(run, *undo_asked(user, gate.approvals, gate.required))
+        return gate
+
+    async def _undo(self, run: RunRecord, user: str) -> None:
         await self._thread(run, *undo_started(user))
 
         async def show(event: StepEvent) -> None:
             await self.observer.step(event)
-            self.live.refresh(run_id)
+            self.live.refresh(run.id)
 
+        ok = False
         try:
             # Exactly the clicked run, never an older run's database.
             result = await undo_rollback(
                 self.services, run.environment, requested_by=user, listener=show, run_id=run.id
             )
+            ok = result.ok
+            await self._thread(run, *undo_finished(result))
+        except RollbackError as error:  # refused before anything changed: say so there
+            await self._thread(run, *undo_not_done(str(error)))
         finally:
-            self.live.refresh(run_id)
-        await self._thread(run, *undo_finished(result))
+            self.live.refresh(run.id)
+            if not ok:  # the approvals are spent: an undo may be asked for again
+                await asyncio.shield(
+                    approvals.release_action(self.services, run_id=run.id, action=Action.UNDO)
+                )
 
-    async def tick(self, *, channel: str, ts: str, user: str, ticked: Sequence[str]) -> None:
+    async def tick(
+        self,
+        *,
+        channel: str,
+        ts: str,
+        user: str,
+        ticked: Sequence[str],
+        shown: Sequence[str] | None,
+    ) -> None:
+        """Apply what `user` changed since the view they clicked in (`shown`)."""
         run = await self.services.store.run_for_message(channel, ts)
-        if await tick_checklist(self.services.store, run_id=run.id, user=user, ticked=ticked):
+        if await tick_checklist(
+            self.services.store, run_id=run.id, user=user, ticked=ticked, shown=shown
+        ):
             self.live.refresh(run.id)
 
     def _start(self, run_id: str, plan: BoundPlan) -> None:
@@ -192,6 +283,12 @@ class Rollbacks:
                 self._post_in_thread(run_id, step_failure(event), step_failure_text(event))
 
         return show
+
+    async def approve(self, *, run_id: str, action: Action, user: str) -> ActionGate:
+        """One approval of a gated action (resume, abort) on the run."""
+        return await approvals.approve_action(
+            self.services, self.directory, run_id=run_id, action=action, user=user
+        )
 
     async def resume(self, *, run_id: str, user: str) -> None:
         """Continue an interrupted, recovered run (an approver chose Resume)."""
@@ -285,6 +382,7 @@ class Rollbacks:
             notice=notice,
             text=notice_text(view, notice, link=link),
             channel=view.run.slack_channel or "",
+            requested_by=view.run.requested_by,
         )
         self.live.refresh(run_id)
 
@@ -295,6 +393,7 @@ class Rollbacks:
             await self.observer.finished(run.id)
             self._discard(run.id)
             self.live.refresh(run.id)
+            await self.notify(run.id, Notice.EXPIRED)
         self._sweeps += 1
         if self._sweeps % 60 == 1:  # now and then: old databases past their time
             for name in await expire_old_databases(self.services):

@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from services import approved_copy
 from services.bundle import Services
 from services.environments import ApprovalPolicy, Contacts
-from services.errors import ApprovalError, PermissionDenied, RunConflict
+from services.errors import ApprovalError, RollbackError, RunConflict
+from services.permissions import PERMISSIONS, Action, Actor, Directory, authorize
 from services.run_store import RunRecord, RunStatus
 from services.workflow import RollbackPlan, plan_rollback
 
-
-class Directory(Protocol):
-    """Who is in a user group (S…); implemented by the chat side, cached briefly."""
-
-    async def usergroup_members(self, usergroup: str) -> frozenset[str]: ...
+__all__ = ["Directory"]  # the chat side implements it; it lives with the permission table
 
 
 class Decision(StrEnum):
@@ -114,72 +110,6 @@ def describe_change(before: dict[str, Any], after: BoundPlan) -> str:
     return "; ".join(reasons) or "the plan changed"
 
 
-async def is_one_of(user: str, principals: Sequence[str], directory: Directory) -> bool:
-    """Is `user` one of these user IDs, or in one of these user groups (S…)?"""
-    if user in principals:
-        return True
-    for principal in principals:
-        if principal.startswith("S") and user in await directory.usergroup_members(principal):
-            return True
-    return False
-
-
-async def authorize_requester(
-    services: Services, directory: Directory, *, environment: str, user: str
-) -> None:
-    policy = services.environment(environment).approval
-    if policy.requesters and not await is_one_of(user, policy.requesters, directory):
-        raise PermissionDenied(
-            user,
-            f"request a rollback of {environment}",
-            "you are not one of its requesters",
-            allowed=policy.requesters,
-        )
-
-
-async def authorize_decision(
-    services: Services, directory: Directory, *, run: RunRecord, user: str, decision: Decision
-) -> None:
-    """Approvers approve and reject (not their own request, unless allowed); the requester
-    and approvers may cancel."""
-    policy = services.environment(run.environment).approval
-    approver = not policy.approvers or await is_one_of(user, policy.approvers, directory)
-    if decision is Decision.CANCEL:
-        if user != run.requested_by and not approver:
-            raise PermissionDenied(
-                user,
-                "cancel this rollback",
-                "only the requester or an approver may",
-                allowed=policy.approvers,
-            )
-        return
-    if decision is Decision.APPROVE and user == run.requested_by and not policy.allow_self_approval:
-        raise PermissionDenied(
-            user, "approve this rollback", "you requested it; someone else must approve it"
-        )
-    if not approver:
-        raise PermissionDenied(
-            user,
-            f"{decision.value} this rollback",
-            f"you are not an approver of {run.environment}",
-            allowed=policy.approvers,
-        )
-
-
-async def authorize_undo(
-    services: Services, directory: Directory, *, run: RunRecord, user: str
-) -> None:
-    """Approvers of the environment may undo a rollback (whoever requested it)."""
-    policy = services.environment(run.environment).approval
-    if policy.approvers and not await is_one_of(user, policy.approvers, directory):
-        raise PermissionDenied(
-            user,
-            "undo this rollback",
-            f"you are not an approver of {run.environment}",
-            allowed=policy.approvers,
-        )
-
-
 def expires_at(run: RunRecord, policy: ApprovalPolicy) -> datetime:
     return run.requested_at + timedelta(minutes=policy.expiry_minutes)
 
@@ -206,7 +136,13 @@ async def request_rollback(
     requested_by: str,
 ) -> RequestOutcome:
     """Plan (read-only) and record the run awaiting approval; one active run per environment."""
-    await authorize_requester(services, directory, environment=environment, user=requested_by)
+    await authorize(
+        services,
+        directory,
+        action=Action.REQUEST,
+        actor=Actor(requested_by),
+        environment=environment,
+    )
     active = await services.store.active_run(environment)
     if active is not None:  # cheap, before the pre-flight; the database still decides
         raise RunConflict(environment, active.id, active.requested_by)
@@ -244,6 +180,58 @@ def _ensure_open(run: RunRecord) -> None:
         raise ApprovalError(run.id, _CLOSED.get(run.status, f"This rollback is {run.status}."))
 
 
+class RequestExpired(ApprovalError):
+    """A click on a request past its approval time; `expired_now`: this click expired it."""
+
+    def __init__(self, run_id: str, *, expired_now: bool) -> None:
+        self.expired_now = expired_now
+        super().__init__(run_id, _CLOSED[RunStatus.EXPIRED])
+
+
+# Not executing yet: a run approved but still waiting for its preparation may be cancelled.
+CANCELLABLE = (RunStatus.AWAITING_APPROVAL, RunStatus.APPROVED)
+
+
+def _required(services: Services, run: RunRecord) -> int:
+    return services.environment(run.environment).approval.required_approvals
+
+
+async def _cancel(services: Services, run: RunRecord, user: str, reason: str = "") -> RunRecord:
+    if not await services.store.update(run.id, status=RunStatus.CANCELLED, expect=CANCELLABLE):
+        current = await services.store.get(run.id)
+        if current.status is RunStatus.RUNNING:
+            raise ApprovalError(run.id, "This rollback is executing; it is too late to cancel.")
+        _ensure_open(current)
+        raise ApprovalError(run.id, "This rollback changed meanwhile; nothing was done.")
+    await services.store.append_event(
+        run.id, "cancelled", actor=user, detail={"reason": reason} if reason else None
+    )
+    return run
+
+
+async def cancellable_run(services: Services, environment: str) -> RunRecord:
+    """The environment's active run, which a cancel would be about."""
+    name = services.environment(environment).name
+    run = await services.store.active_run(name)
+    if run is None:
+        raise RollbackError(f"No rollback of {name} is waiting: nothing to cancel.")
+    return run
+
+
+async def cancel_run(
+    services: Services, directory: Directory, *, environment: str, actor: Actor
+) -> RunRecord:
+    """Cancel the environment's run that is not executing yet; returns it as it was."""
+    run = await cancellable_run(services, environment)
+    await authorize(services, directory, action=Action.CANCEL, actor=actor, run=run)
+    return await _cancel(services, run, actor.id)
+
+
+async def withdraw(services: Services, run_id: str, *, reason: str) -> RunRecord:
+    """The bot cancels a run it cannot go on with (e.g. its message could not be posted)."""
+    return await _cancel(services, await services.store.get(run_id), "bot", reason)
+
+
 @dataclass(frozen=True)
 class DecisionOutcome:
     run_id: str
@@ -253,6 +241,7 @@ class DecisionOutcome:
     required: int
     note: str | None = None  # for the person who clicked: why their click did not count
     start: BoundPlan | None = field(default=None)  # set for the one caller that executes it
+    previous: RunStatus | None = None  # the run's status before a cancel
 
 
 async def decide(
@@ -267,16 +256,17 @@ async def decide(
 ) -> DecisionOutcome:
     """Apply one click. `seen_plan_hash`: the plan the clicked message showed."""
     run = await services.store.get(run_id)
-    await authorize_decision(services, directory, run=run, user=user, decision=decision)
+    await authorize(services, directory, action=Action(decision.value), actor=Actor(user), run=run)
+    if decision is Decision.CANCEL:  # also once approved, until it starts executing
+        await _cancel(services, run, user)
+        required = _required(services, run)
+        return DecisionOutcome(run.id, decision, True, 0, required, previous=run.status)
     _ensure_open(run)
     policy = services.environment(run.environment).approval
     required = policy.required_approvals
     if (now or datetime.now(UTC)) >= expires_at(run, policy):
-        await expire(services, run)
-        raise ApprovalError(run.id, _CLOSED[RunStatus.EXPIRED])
+        raise RequestExpired(run.id, expired_now=await expire(services, run))
 
-    if decision is Decision.CANCEL:
-        return await _close(services, run, user, RunStatus.CANCELLED, decision, required)
     if decision is Decision.REJECT:
         await services.store.add_approval(
             run.id, user_id=user, decision="reject", plan_hash=run.plan.get("plan_hash", "")
@@ -419,3 +409,60 @@ async def sweep(services: Services, *, now: datetime | None = None) -> SweepResu
     # Copies of the approved bytes that no active run refers to (finished, crashed).
     await approved_copy.sweep_copies(services)
     return SweepResult(tuple(expired), tuple(escalated))
+
+
+# -------------------------------------------------- actions gated like the rollback itself
+
+
+@dataclass(frozen=True)
+class ActionGate:
+    """Where a gated action (undo, resume, abort) stands after one person's click."""
+
+    run_id: str
+    action: Action
+    counted: bool  # this person's approval was recorded now (False: they had approved)
+    approvals: int
+    required: int
+    go: bool  # exactly one caller gets True, and performs the action
+
+
+def action_subject(action: Action, run_id: str) -> str:
+    """What the approvals of a gated action are bound to (the approvals' plan_hash)."""
+    return f"{action.value}:{run_id}"
+
+
+async def approve_action(
+    services: Services, directory: Directory, *, run_id: str, action: Action, user: str
+) -> ActionGate:
+    """Record `user`'s approval of `action` on the run; go once the policy's approvals are in.
+
+    The same approvers and count as the rollback (`required_approvals`, the run's requester
+    refused unless self-approval is allowed); zero required: the first allowed click goes."""
+    if not PERMISSIONS[action].gated:
+        raise ValueError(f"{action} is not a gated action")
+    run = await services.store.get(run_id)
+    await authorize(services, directory, action=action, actor=Actor(user), run=run)
+    required = _required(services, run)
+    subject = action_subject(action, run.id)
+    counted = await services.store.add_approval(
+        run.id, user_id=user, decision="approve", plan_hash=subject
+    )
+    count = sum(
+        1
+        for a in await services.store.approvals(run.id)
+        if a.decision == "approve" and a.plan_hash == subject
+    )
+    go = await services.store.grant_action(
+        run.id, subject=subject, granted_by=user, required=max(required, 1)
+    )
+    if go:
+        await services.store.append_event(
+            run.id, f"{action.value}_granted", actor=user, detail={"approvals": count}
+        )
+    return ActionGate(run.id, action, counted, count, required, go)
+
+
+async def release_action(services: Services, *, run_id: str, action: Action) -> None:
+    """After a gated action that failed: its approvals are spent, it may be asked again."""
+    await services.store.release_action(run_id, subject=action_subject(action, run_id))
+    await services.store.append_event(run_id, "approvals_reset", detail={"action": action.value})

@@ -91,16 +91,32 @@ def checklist_state(events: Iterable[EventRecord]) -> dict[ChecklistItem, Tick |
 
 
 async def tick_checklist(
-    store: RunStore, *, run_id: str, user: str, ticked: Sequence[str]
+    store: RunStore,
+    *,
+    run_id: str,
+    user: str,
+    ticked: Sequence[str],
+    shown: Sequence[str] | None,
 ) -> list[ChecklistItem]:
-    """Leave exactly `ticked` of the people's items ticked; returns the items that changed."""
+    """Apply what this person changed; returns the items that changed.
+
+    `ticked`: the items selected now; `shown`: those ticked in the view they clicked in.
+    Only the difference is applied, so a click on a stale view never unticks what others
+    ticked meanwhile (nor re-ticks what they unticked). Without a view, nothing is unticked.
+    """
     await store.get(run_id)  # RunNotFound for a stale or forged run ID
     known = {item.value for item in ChecklistItem}
     wanted = {ChecklistItem(v) for v in ticked if v in known}
+    before = {ChecklistItem(v) for v in shown or () if v in known}
     state = checklist_state(await store.events(run_id))
     changed = []
     for item in PEOPLE_ITEMS:
-        now_ticked = item in wanted
+        if item in wanted and (shown is None or item not in before):
+            now_ticked = True
+        elif shown is not None and item in before and item not in wanted:
+            now_ticked = False
+        else:
+            continue  # this person did not touch it
         if (state[item] is not None) != now_ticked:
             await store.append_event(
                 run_id,

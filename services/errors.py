@@ -138,6 +138,23 @@ class PermissionDenied(RollbackError):
         super().__init__(f"You may not {action}: {reason}.")
 
 
+class NotPosted(RollbackError):
+    """The run's message could not be posted where it was asked for; the run was cancelled."""
+
+    def __init__(
+        self, run_id: str, environment: str, channel: str, reason: str, *, bot: str = ""
+    ) -> None:
+        self.bot = bot  # the bot's own user ID, to name whom to invite
+        self.run_id = run_id
+        self.environment = environment
+        self.channel = channel
+        self.reason = reason  # the chat service's error code, e.g. not_in_channel
+        super().__init__(
+            f"The rollback plan of {environment} could not be posted in {channel} ({reason}); "
+            f"run {run_id} was cancelled so {environment} is not left locked."
+        )
+
+
 class ApprovalError(RollbackError):
     """A click that cannot change the run: decided, expired, finished or repeated."""
 

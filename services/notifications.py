@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 class Notice(StrEnum):
     REQUESTED = "requested"
     ESCALATED = "escalated"
+    EXPIRED = "expired"
     FINISHED = "finished"
     RECOVERED = "recovered"  # its process died; the environment was brought back
 
@@ -50,11 +51,15 @@ async def notify_contacts(
     notice: Notice,
     text: str,
     channel: str,
+    requested_by: str | None = None,
 ) -> Notified:
-    """Tell the contacts for `notice` (escalation: the escalation contacts); never raises on a
-    contact that cannot be reached, records who was told in the audit log."""
+    """Tell the contacts for `notice` (escalation: the escalation contacts; expiry: the
+    requester too); never raises on a contact that cannot be reached, records who was told
+    in the audit log."""
     escalation = notice is Notice.ESCALATED
     users = contacts.escalation_users if escalation else contacts.users
+    if notice is Notice.EXPIRED and requested_by and requested_by not in users:
+        users = (requested_by, *users)
     groups = contacts.escalation_usergroups if escalation else contacts.usergroups
     told: list[str] = []
     failed: list[str] = []

@@ -420,6 +420,31 @@ class RunStore:
         )
         return row is not None
 
+    async def grant_action(
+        self, run_id: str, *, subject: str, granted_by: str, required: int
+    ) -> bool:
+        """Grant a gated action once `required` people approved `subject`; in one statement,
+        so exactly one caller wins however many click at once."""
+        row = await self._pool.fetchrow(
+            "INSERT INTO action_grants (subject, run_id, granted_by)"
+            " SELECT $1, $2, $3 WHERE (SELECT count(*) FROM approvals a WHERE a.run_id = $2"
+            "   AND a.plan_hash = $1 AND a.decision = 'approve') >= $4"
+            " ON CONFLICT DO NOTHING RETURNING subject",
+            subject,
+            run_id,
+            granted_by,
+            required,
+        )
+        return row is not None
+
+    async def release_action(self, run_id: str, *, subject: str) -> None:
+        """Forget a gated action's approvals and grant (it failed: it may be asked again)."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "DELETE FROM approvals WHERE run_id = $1 AND plan_hash = $2", run_id, subject
+            )
+            await connection.execute("DELETE FROM action_grants WHERE subject = $1", subject)
+
     async def record(self, run_id: str, step: str | None = None, **facts: Any) -> None:
         """Merge facts into the run's journal (what it changed), with an audit event.
 

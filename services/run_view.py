@@ -155,6 +155,9 @@ def _timeline_entry(event: EventRecord) -> TimelineEntry | None:
         what = _TIMELINE_WORDS[event.kind]
         if event.kind == "plan_changed":
             what += f": {event.detail.get('why', '')}"
+        subject = str(event.detail.get("plan_hash", ""))
+        if event.kind == "approved" and ":" in subject:  # a gated action (services/approvals)
+            what = f"approved the {subject.split(':', 1)[0]}"
         return TimelineEntry(event.at, what, event.actor)
     if event.kind == "notified":
         told = (*event.detail.get("users", []), *event.detail.get("usergroups", []))
@@ -190,7 +193,12 @@ async def load_run_view(services: Services, run_id: str) -> RunView:
     decisions = await services.store.approvals(run_id)
     current = run.plan.get("plan_hash")
     approvals = tuple(a for a in decisions if a.decision == "approve" and a.plan_hash == current)
-    stale = tuple(a for a in decisions if a.decision == "approve" and a.plan_hash != current)
+    # "undo:<run>" and the like: approvals of a gated action, not of an earlier plan.
+    stale = tuple(
+        a
+        for a in decisions
+        if a.decision == "approve" and a.plan_hash != current and ":" not in a.plan_hash
+    )
     closed_by = next(
         (e.actor for e in reversed(events) if e.kind in ("rejected", "cancelled")), None
     )

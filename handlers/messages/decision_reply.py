@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from handlers.messages.text import escape
 from services.approvals import Decision, DecisionOutcome
+from services.run_store import RunRecord
 
 
 def decision_reply(outcome: DecisionOutcome) -> str:
@@ -19,4 +21,11 @@ def decision_reply(outcome: DecisionOutcome) -> str:
     return (
         f"Your approval is recorded ({outcome.approvals} of {outcome.required}); "
         "waiting for more approvals."
+    )
+
+
+def cancel_reply(run: RunRecord) -> str:
+    return (
+        f"You cancelled the rollback of *{escape(run.environment)}* (run `{escape(run.id)}`); "
+        "nothing was changed."
     )

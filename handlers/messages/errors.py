@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from handlers.messages.text import escape, escape_lines, mention, mentions, truncate
-from services.errors import DatabaseError, PermissionDenied, RollbackError, RunConflict
+from services.errors import (
+    DatabaseError,
+    NotPosted,
+    PermissionDenied,
+    RollbackError,
+    RunConflict,
+)
 
 MAX_ERROR_TEXT = 2900
 
@@ -21,10 +27,26 @@ def error_text(error: RollbackError) -> str:
             f"`{escape(error.run_id)}`, requested by {mention(error.requested_by)}. "
             "Nothing was started."
         )
+    if isinstance(error, NotPosted):
+        return not_posted_text(error)
     # Only PostgreSQL's own text keeps its lines; anything else (which may repeat what a
     # user typed) stays on one line, so it cannot draw a line of its own (issue 8).
     shown = escape_lines if isinstance(error, DatabaseError) else escape
     return "⚠️ " + truncate(shown(str(error)), MAX_ERROR_TEXT)
+
+
+def not_posted_text(error: NotPosted) -> str:
+    me = mention(error.bot) if error.bot else "the bot"
+    if error.channel.startswith("D"):
+        where, fix = "this direct message", f"use `/rollback` in a channel {me} is in"
+    else:
+        where = f"<#{escape(error.channel)}>"
+        fix = f"invite {me} to {where} (`/invite`) and ask again, or ask in a channel I am in"
+    return (
+        f"📵 I could not post the rollback plan in {where} (`{escape(error.reason)}`), so "
+        f"request `{escape(error.run_id)}` was cancelled and *{escape(error.environment)}* "
+        f"is not locked. To go on: {fix}."
+    )
 
 
 def unexpected_error_text(correlation_id: str) -> str:

@@ -26,6 +26,12 @@ def notice_text(view: RunView, notice: Notice, *, link: str | None) -> str:
             f"stopped) and has been recovered: {escape(state)}. An approver chooses *Resume* "
             "or *Abort and restore*."
         )
+    elif notice is Notice.EXPIRED:
+        text = (
+            f"⌛ The rollback of {env} to {backup}, requested by {mention(run.requested_by)}, "
+            "expired without enough approvals; nothing was changed. Request it again if it "
+            "is still needed."
+        )
     else:
         state = (run.result or {}).get("environment_state") or ""
         text = f"🏁 The rollback of {env} ended: *{STATUS_LABELS[run.status]}*."

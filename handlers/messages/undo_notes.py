@@ -14,6 +14,14 @@ def undo_started(user: str) -> tuple[list[Block], str]:
     return blocks, "Undoing the rollback"
 
 
+def undo_asked(user: str, approvals: int, required: int) -> tuple[list[Block], str]:
+    text = (
+        f"↩️ {mention(user)} approved undoing this rollback ({approvals} of {required} "
+        "approvals): another approver confirms with *Undo rollback*."
+    )
+    return [SectionBlock(text=MarkdownTextObject(text=text))], "Undo asked for"
+
+
 def undo_finished(result: RollbackResult) -> tuple[list[Block], str]:
     head = "✓ *Undone*" if result.ok else "✗ *Undo FAILED*"
     lines = [f"{head}: {escape(result.environment_state)}"]
@@ -25,3 +33,8 @@ def undo_finished(result: RollbackResult) -> tuple[list[Block], str]:
     return [SectionBlock(text=MarkdownTextObject(text=text))], (
         "Undone" if result.ok else "Undo failed"
     )
+
+
+def undo_not_done(problem: str) -> tuple[list[Block], str]:
+    text = f"✗ *Undo not done*: {escape(truncate(problem, 2000))}"
+    return [SectionBlock(text=MarkdownTextObject(text=text))], "Undo not done"

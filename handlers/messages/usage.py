@@ -12,6 +12,7 @@ USAGE_LINES = (
     "`/rollback backups <environment>` — the environment's backups, newest first",
     "`/rollback status [environment]` — rollbacks in progress or awaiting approval",
     "`/rollback history <environment>` — the last rollbacks",
+    "`/rollback cancel <environment>` — cancel its rollback that has not started yet",
     "`/rollback help` — this help",
 )
 

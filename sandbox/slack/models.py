@@ -60,6 +60,8 @@ class Channel:
     """``None`` means every workspace member is in the channel."""
     user: str | None = None
     """For a DM channel, the person the bot talks to."""
+    private: bool = False
+    """A private channel: who is not in it cannot see it (``channel_not_found``)."""
 
     @property
     def is_im(self) -> bool:

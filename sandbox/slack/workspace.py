@@ -610,6 +610,9 @@ class SandboxWorkspace:
 
     def _chat_post_message(self, params: JsonDict) -> JsonDict:
         channel = self._resolve_channel(params.get("channel"))
+        if not channel.is_im and not channel.has_member(self.bot_user_id):
+            # As Slack: a private channel (or a DM) the bot is not in does not exist for it.
+            _fail("channel_not_found" if channel.private else "not_in_channel")
         text, blocks = self._content(params, max_blocks=MAX_MESSAGE_BLOCKS)
         message = self._store(
             channel=channel.id,

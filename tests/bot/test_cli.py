@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from bot.cli import main
 from sandbox.demo_environment import table_checksums
 from sandbox.throwaway_postgres import ThrowawayPostgres
+from services.approvals import request_rollback
+from services.permissions import NoGroups
 from services.swap import derived_from
 from tests import hostile
 from tests.hostile import HOSTILE
@@ -457,3 +459,40 @@ async def test_check_config_refuses_a_password_in_the_query_and_the_store_on_an_
     code, out, err = await cli("--config", str(config), "check-config", env={"DATABASE_URL": same})
     assert code == 2 and out == ""
     assert f"the database of environment {stage.environment.name}" in err
+
+
+async def test_check_config_refuses_an_escalation_that_can_never_fire(tmp_path: Path) -> None:
+    """issue 8: escalating after the request expired would never happen."""
+    (tmp_path / "backups").mkdir()
+    config = tmp_path / "rollback.toml"
+    config.write_text(
+        '[environments.production]\ndatabase_url = "postgresql://app@db/app"\n'
+        'backups_dir = "backups"\n'
+        "[environments.production.approval]\nexpiry_minutes = 30\nescalate_after_minutes = 30\n"
+    )
+    code, out, err = await cli("--config", str(config), "check-config")
+    assert code == 2 and out == ""
+    assert "environments.production.approval.escalate_after_minutes: 30 is not less than" in err
+    assert "expire before it escalates" in err
+
+
+async def test_cancel_from_the_command_line_names_the_operator(
+    stage: Stage, pg: ThrowawayPostgres, tmp_path: Path, store_pool: asyncpg.Pool
+) -> None:
+    """issue 8: an operator cancels a request waiting in Slack; the audit log names them."""
+    config = write_config(stage, tmp_path)
+    env = store_env(pg)
+    name = stage.environment.name
+    code, _, err = await cli("--config", str(config), "cancel", name, env=env)
+    assert code == 1 and f"No rollback of {name} is waiting: nothing to cancel." in err
+
+    outcome = await request_rollback(
+        stage.services, NoGroups(), environment=name, backup=None, requested_by="U0ALICE"
+    )
+    code, out, err = await cli("--config", str(config), "cancel", name, env=env)
+    assert code == 0, err
+    assert f"Cancelled run {outcome.run.id} of {name} (requested by U0ALICE" in out
+    store = stage.services.store
+    assert (await store.get(outcome.run.id)).status.value == "cancelled"
+    (event,) = [e for e in await store.events(outcome.run.id) if e.kind == "cancelled"]
+    assert event.actor is not None and event.actor.endswith("(command line)")

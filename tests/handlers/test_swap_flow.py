@@ -23,7 +23,9 @@ from tests.handlers.conftest import (
     BOB,
     BOT_TOKEN,
     DAVE,
+    ERIN,
     INCIDENTS,
+    POLICY,
     SIGNING_SECRET,
     MakeBot,
 )
@@ -51,7 +53,9 @@ async def drop_leftovers(dsn: str, name: str) -> None:
 async def test_swap_prepares_before_approval_and_can_be_undone_from_slack(
     make_bot: MakeBot, docker: aiodocker.Docker
 ) -> None:
-    bot = await make_bot(strategy=Strategy.SWAP)
+    """The undo needs the rollback's approvals too (issue 8: one approver sufficed)."""
+    policy = POLICY.model_copy(update={"required_approvals": 2})
+    bot = await make_bot(strategy=Strategy.SWAP, policy=policy)
     ws, stage = bot.workspace, bot.stage
     at_backup = await database_snapshot(stage.dsn)
     await change_after_backup(stage.dsn)
@@ -69,6 +73,8 @@ async def test_swap_prepares_before_approval_and_can_be_undone_from_slack(
         assert (await bot.stage.services.store.get(run.id)).status is RunStatus.AWAITING_APPROVAL
 
         await bot.slack.click(BOB.id, plan, ActionId.APPROVE)
+        await bot.ephemeral(BOB)
+        await bot.slack.click(ERIN.id, plan, ActionId.APPROVE)
         final = await bot.wait_for_run(run.id, lambda r: r.finished_at is not None)
         assert final.status is RunStatus.SUCCEEDED, final.result
         assert await database_snapshot(stage.dsn) == at_backup
@@ -84,6 +90,19 @@ async def test_swap_prepares_before_approval_and_can_be_undone_from_slack(
         assert await database_snapshot(stage.dsn) == at_backup
 
         await bot.slack.click(BOB.id, plan, ActionId.UNDO)
+        assert "recorded (1 of 2)" in (await bot.ephemeral(BOB, 2)).text
+        asked = await ws.wait_for(
+            lambda: [
+                shown
+                for m in ws.thread(INCIDENTS.id, plan.ts)
+                if "approved undoing" in (shown := "\n".join(render_message(m)))
+            ]
+        )
+        assert "@U0BOB approved undoing this rollback (1 of 2" in asked[0]
+        await asyncio.sleep(0.3)
+        assert await database_snapshot(stage.dsn) == at_backup
+        await bot.slack.click(ERIN.id, plan, ActionId.UNDO)
+        assert "the undo starts now" in (await bot.ephemeral(ERIN, 2)).text
         await ws.wait_for(
             lambda: any("Undone" in m.text for m in ws.thread(INCIDENTS.id, plan.ts)), 60
         )

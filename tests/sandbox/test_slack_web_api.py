@@ -168,6 +168,8 @@ async def test_bad_or_missing_token(
 async def test_lookup_errors(client: AsyncWebClient) -> None:
     cases: list[tuple[Callable[[], Awaitable[Any]], str]] = [
         (lambda: client.chat_postMessage(channel="C0MISSING", text="x"), "channel_not_found"),
+        # The bot is not a member (issue 8: the plan of a request there cannot be posted).
+        (lambda: client.chat_postMessage(channel=PRIVATE.id, text="x"), "not_in_channel"),
         (
             lambda: client.chat_update(channel=INCIDENTS.id, ts="1.000001", text="x"),
             "message_not_found",
