@@ -140,15 +140,16 @@ async def _record(services: Services, run: RunRecord, recovery: Recovery) -> Non
         recovery=recovery.summary(),
         strategy=run.strategy,
     )
-    if recovery.old_database:
+    environment = services.environments.get(run.environment)
+    if recovery.old_database and environment is not None:
         result["old_database"] = recovery.old_database
-        keep = services.environments[run.environment].keep_old_database_hours
+        keep = environment.keep_old_database_hours
         result["keep_old_until"] = (datetime.now(UTC) + timedelta(hours=keep)).isoformat()
     await services.store.update(
         run.id,
         status=RunStatus.INTERRUPTED,
         result=result,
-        expect=(RunStatus.APPROVED, RunStatus.RUNNING),
+        expect=(RunStatus.APPROVED, RunStatus.RUNNING, RunStatus.INTERRUPTED),
     )
     await services.store.append_event(
         run.id, "recovered", step=run.current_step, detail=recovery.summary()
@@ -194,8 +195,13 @@ async def recover_run(services: Services, run: RunRecord) -> Recovery:
     return recovery
 
 
+# Recovery reports what it finds and moves on: a server still down after this is UNKNOWN,
+# looked at again when an approver chooses Resume or Abort.
+READY_SECONDS = 10.0
+
+
 async def _maintenance_ready(target: DatabaseTarget) -> None:
-    await database.wait_until_ready(target.on("postgres"), 30)
+    await database.wait_until_ready(target.on("postgres"), READY_SECONDS)
 
 
 async def _allow_connections(target: DatabaseTarget, name: str, recovery: Recovery) -> None:
@@ -291,7 +297,7 @@ async def _recover_in_place(
         recovery.data = DataState.UNCHANGED
         recovery.actions.append("the database had not been touched")
         return
-    await database.wait_until_ready(target, 30)
+    await database.wait_until_ready(target, READY_SECONDS)
     await database.terminate_sessions(target)  # the dead process's psql, if still there
     statuses = {}
     for key in ("wipe_xid", "restore_xid", "undo_restore_xid"):
@@ -395,7 +401,7 @@ async def _quick_health(services: Services, environment: Environment) -> str:
     quick = environment.model_copy(
         update={
             "health": environment.health.model_copy(
-                update={"deadline_seconds": min(environment.health.deadline_seconds, 15.0)}
+                update={"deadline_seconds": min(environment.health.deadline_seconds, 5.0)}
             )
         }
     )
@@ -444,6 +450,23 @@ async def interrupted_run(
     return run
 
 
+async def _known_data(services: Services, run: RunRecord) -> tuple[RunRecord, DataState]:
+    """The run's data state; one left UNKNOWN (its server was down at recovery) is looked
+    at again now, under the run's lease, and recorded."""
+    data = recovered_data(run)
+    if data is not DataState.UNKNOWN:
+        return run, data
+    async with services.store.lease(run.id, owner=services.owner):
+        recovery = await recover_run(services, run)
+        await _record(services, run, recovery)
+    if recovery.data is DataState.UNKNOWN:
+        raise RollbackError(
+            f"Run {run.id}'s database state is still unknown: "
+            + ("; ".join(recovery.problems) or "its server does not answer")
+        )
+    return await services.store.get(run.id), recovery.data
+
+
 def recovered_data(run: RunRecord) -> DataState:
     return DataState(str(((run.result or {}).get("recovery") or {}).get("data", "unknown")))
 
@@ -455,11 +478,7 @@ async def resume_run(
     finish; if nothing took effect, run the rollback again (same backup, same file)."""
     run = await services.store.get(run_id)
     run = await interrupted_run(services, run.environment, run.id)
-    data = recovered_data(run)
-    if data is DataState.UNKNOWN:
-        raise RollbackError(
-            f"Run {run.id} cannot be resumed: its database's state is unknown; recover it again"
-        )
+    run, data = await _known_data(services, run)
     plan = await plan_rollback(services, run.environment, run.backup_name, own_run_id=run.id)
     identity = run.plan.get("backup_identity")
     if identity and identity != plan.backup.identity:
@@ -554,9 +573,7 @@ async def abort_run(
     run = await services.store.get(run_id)
     run = await interrupted_run(services, run.environment, run.id)
     environment = services.environment(run.environment)
-    data = recovered_data(run)
-    if data is DataState.UNKNOWN:
-        raise RollbackError(f"Run {run.id}'s database state is unknown; recover it first.")
+    run, data = await _known_data(services, run)
     if not await services.store.transition(
         run.id, to=RunStatus.ABORTED, expect=(RunStatus.INTERRUPTED,)
     ):

@@ -19,7 +19,6 @@ def recovery_report(run: RunRecord) -> tuple[list[Block], str]:
     ]
     lines += [f"• {escape(str(a))}" for a in recovery.get("actions") or []]
     lines += [f"• ⚠️ {escape(str(p))}" for p in recovery.get("problems") or []]
-    if recovery.get("data") != "unknown":
-        lines.append("An approver chooses *Resume* or *Abort and restore* on the message above.")
+    lines.append("An approver chooses *Resume* or *Abort and restore* on the message above.")
     text = join_limited(lines, MAX_SECTION_TEXT)
     return [SectionBlock(text=MarkdownTextObject(text=text))], "Rollback interrupted and recovered"

@@ -407,19 +407,18 @@ def _recovery_blocks(view: RunView) -> list[Block]:
             text=MarkdownTextObject(text=join_limited(lines, MAX_SECTION_TEXT)),
         )
     ]
-    if view.run.status is not RunStatus.INTERRUPTED or recovery.get("data") == "unknown":
+    if view.run.status is not RunStatus.INTERRUPTED:
         return blocks
     env = truncate(view.run.environment, 60)
-    resume_text = (
-        "checks health and finishes the rollback"
-        if recovery.get("data") == "changed"
-        else "runs the rollback again from the start, with the same backup"
-    )
-    abort_text = (
-        "puts the pre-rollback data back (data written since is kept aside)"
-        if recovery.get("data") == "changed"
-        else "ends the run; the data is already the pre-rollback data"
-    )
+    data = recovery.get("data")
+    resume_text = {
+        "changed": "checks health and finishes the rollback",
+        "unchanged": "runs the rollback again from the start, with the same backup",
+    }.get(str(data), "looks at the database again, then finishes or reruns the rollback")
+    abort_text = {
+        "changed": "puts the pre-rollback data back (data written since is kept aside)",
+        "unchanged": "ends the run; the data is already the pre-rollback data",
+    }.get(str(data), "looks at the database again, then puts the pre-rollback data back")
     blocks.append(
         ActionsBlock(
             block_id=BlockId.DECISION,

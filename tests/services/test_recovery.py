@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiodocker
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from sandbox.demo_environment import DatabaseSnapshot, database_snapshot
 from sandbox.throwaway_postgres import ThrowawayPostgres
@@ -402,3 +403,47 @@ async def test_no_room_mode_killed_after_the_wipe_puts_the_data_back(
     await assert_consistent(stage, docker, killed, "unchanged", shown)
     assert "emptied before the restore" in shown
     assert "put back from the safety backup pre-rollback-" in shown
+
+
+@pytest.fixture
+async def own_cluster() -> AsyncIterator[ThrowawayPostgres]:
+    """A server of this test's own, to stop and start."""
+    async with ThrowawayPostgres(fast=True) as cluster:
+        yield cluster
+
+
+async def test_killed_then_postgres_down_at_recovery_is_reported_unknown_then_resumed(
+    stage: Stage,
+    pg: ThrowawayPostgres,
+    own_cluster: ThrowawayPostgres,
+    docker: aiodocker.Docker,
+    tmp_path: Path,
+) -> None:
+    """Issue 7: the bot dies mid-restore and the environment's PostgreSQL is down when
+    recovery looks: the containers run again, the run says its data is UNKNOWN (never a
+    guess) and frees the environment; Resume looks again once the server is back."""
+    await own_cluster.create_database("app")
+    dsn = own_cluster.superuser_dsn("app")
+    await database.restore_in_place(
+        database.DatabaseTarget(dsn, stage.services.tools), stage.backup
+    )
+    staged = stage.with_environment(database_url=SecretStr(dsn))
+    staged = replace(staged, database=staged.database._replace(dsn=dsn))
+    config, killed = await prepared_stage(staged, tmp_path, "in-place")
+    killed.run = await kill_during(
+        staged, pg, config, journal_has(restore="started", restore_xid=...)
+    )
+    await own_cluster.stop(immediate=True)
+    code, _out, shown = await cli("--config", str(config), "recover", env=store_env(pg))
+    assert code == 1, shown  # recovered with a problem
+    assert "UNKNOWN" in shown
+    run = await stage.services.store.get(killed.run.id)
+    assert run.status is RunStatus.INTERRUPTED
+    assert (run.result or {})["recovery"]["data"] == "unknown"
+    assert set((await container_states(docker, stage.project)).values()) == {"running"}
+    assert await stage.services.store.active_run(stage.environment.name) is None
+
+    await own_cluster.start()
+    await choose(staged, pg, config, "resume")
+    assert await database_snapshot(dsn) == killed.backup
+    assert (await stage.services.store.get(run.id)).status is RunStatus.SUCCEEDED
