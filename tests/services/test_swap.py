@@ -648,17 +648,15 @@ async def test_lock_held_on_the_database_fails_the_rename_fast_and_changes_nothi
         environment=stage.environment.name,
         kind="database",
         requested_by="t",
-        status=RunStatus.RUNNING,
+        status=RunStatus.APPROVED,
         plan=plan.summary(),
     )
     prep = await prepare_rollback(stage.services, plan, run_id=run.id, listener=Recorder())
     assert prep.names is not None, prep.note
     table_lock = await asyncpg.connect(stage.dsn)
     await table_lock.execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
-    try:
-        result = await execute_rollback(
-            stage.services, plan, run_id=run.id, listener=Recorder(), preparation=prep
-        )
+    try:  # the staging database prepared above is used: no row count meets the lock
+        result = await execute_rollback(stage.services, plan, run_id=run.id, listener=Recorder())
     finally:
         with contextlib.suppress(Exception):
             await table_lock.close(timeout=2)
