@@ -49,6 +49,7 @@ class BotOptions:
     sweep_interval: float = 5.0  # how often expiry and escalation are checked
     usergroup_cache_seconds: float = 60.0
     rate_limit_retries: int = 5
+    slack_timeout_seconds: int = 15  # one Web API call: a hung Slack is an error, not a wait
 
 
 class ObservedApp(AsyncApp):
@@ -82,6 +83,7 @@ def create_client(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
         session=session,
+        timeout=options.slack_timeout_seconds,
         retry_handlers=[
             *([SlackCallMetrics(metrics)] if metrics is not None else []),
             AsyncConnectionErrorRetryHandler(max_retry_count=2),

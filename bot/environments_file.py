@@ -24,6 +24,7 @@ from services.environments import (
     GitTarget,
     HealthConfig,
     Strategy,
+    Timeouts,
 )
 from services.errors import ConfigError, InvalidName
 from services.pgtools import has_password, mask_password, same_database, url_problems
@@ -48,6 +49,7 @@ class EnvironmentEntry(BaseModel):
     preview_exact_mb: float = Field(default=256.0, ge=0)
     preview_timeout_seconds: float = Field(default=15.0, gt=0)
     health: HealthConfig = HealthConfig()
+    timeouts: Timeouts = Timeouts()
     approval: ApprovalPolicy = ApprovalPolicy()
     contacts: Contacts = Contacts()
     git: GitTarget | None = None
@@ -195,6 +197,7 @@ def load_environments(path: Path) -> dict[str, Environment]:
             preview_exact_mb=entry.preview_exact_mb,
             preview_timeout_seconds=entry.preview_timeout_seconds,
             health=entry.health,
+            timeouts=entry.timeouts,
             approval=entry.approval,
             contacts=entry.contacts,
             git=entry.git.model_copy(update={"repository": base / entry.git.repository})

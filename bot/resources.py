@@ -14,8 +14,13 @@ from services.bundle import Services
 from services.containers import DockerRuntime
 from services.environments import Environment
 from services.errors import ConfigError, DatabaseError
-from services.pgtools import asyncpg_url, find_pg_tools, mask_password
+from services.pgtools import asyncpg_url, find_pg_tools, installed_tool_sets, mask_password
 from services.run_store import RunStore, migrate
+
+STORE_COMMAND_SECONDS = 60.0
+# Reaching the engine's socket; each call's own deadline is the runtime's (per environment).
+# No total: the events stream the stop step follows stays open as long as it needs.
+DOCKER_CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 
 
 async def open_store_pool(settings: Settings) -> asyncpg.Pool:
@@ -23,7 +28,14 @@ async def open_store_pool(settings: Settings) -> asyncpg.Pool:
         raise ConfigError(["DATABASE_URL: not set (the bot's own database, for the run store)"])
     url = settings.database_url.get_secret_value()
     try:
-        pool = await asyncpg.create_pool(asyncpg_url(url), min_size=1, max_size=10, timeout=10)
+        # Connecting and every statement are bounded: a hung run store must not hang the bot.
+        pool = await asyncpg.create_pool(
+            asyncpg_url(url),
+            min_size=1,
+            max_size=10,
+            timeout=10,
+            command_timeout=STORE_COMMAND_SECONDS,
+        )
     except (OSError, asyncpg.PostgresError, TimeoutError) as error:
         raise DatabaseError(
             f"Cannot open the run store at {mask_password(url)}", str(error)
@@ -42,14 +54,20 @@ async def open_services(
         pool = await open_store_pool(settings)
         stack.push_async_callback(pool.close)
         await migrate(pool)
-        docker = aiodocker.Docker()
+        docker = aiodocker.Docker(timeout=DOCKER_CLIENT_TIMEOUT)
         stack.push_async_callback(docker.close)
         http = aiohttp.ClientSession()
         stack.push_async_callback(http.close)
         yield Services(
             environments=environments,
-            runtime=DockerRuntime(docker),
+            runtime=DockerRuntime(
+                docker,
+                deadlines={
+                    e.compose_project: e.timeouts.docker_seconds for e in environments.values()
+                },
+            ),
             http=http,
             tools=tools,
             store=RunStore(pool),
+            tool_sets=installed_tool_sets(settings.pg_bin),
         )

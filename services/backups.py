@@ -177,9 +177,15 @@ async def resolve_backup(
     return await asyncio.to_thread(_named, folder, file_name, requested)
 
 
-async def inspect_archive(tools: PgTools, backup: Backup) -> ArchiveContents:
+async def inspect_archive(
+    tools: PgTools, backup: Backup, *, timeout: float = 60.0
+) -> ArchiveContents:
     """Read the dump's table of contents; a file pg_restore cannot read is refused."""
-    result = await processes.run([tools.pg_restore, "--list", str(backup.path)])
+    result = await processes.run(
+        [tools.pg_restore, "--list", str(backup.path)],
+        timeout=timeout,
+        what=f"reading the table of contents of {backup.name}",
+    )
     if not result.ok:
         raise BackupError(
             f"{backup.name} is not a readable pg_dump archive: {result.error_text(500)}"

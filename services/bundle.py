@@ -24,6 +24,12 @@ class Services:
     store: RunStore
     # This process, as the owner of the runs it executes (leases in the run store).
     owner: str = field(default_factory=process_identity)
+    # Client tool sets to choose from per run (see pgtools.choose_tools); empty: `tools`.
+    tool_sets: tuple[PgTools, ...] = ()
+
+    @property
+    def tool_candidates(self) -> tuple[PgTools, ...]:
+        return self.tool_sets or (self.tools,)
 
     def environment(self, name: str) -> Environment:
         names.check_environment_name(name)  # a clear answer for a hostile name (issue 8)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiodocker
 import aiohttp
 from aiodocker.events import DockerEvents
 
-from services.errors import ContainerError, EngineUnavailable
+from services.errors import ContainerError, DeadlineExceeded, EngineUnavailable
+
+T = TypeVar("T")
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -27,6 +29,7 @@ class Container:
     service: str
     state: str  # Docker's: running, exited, created, paused, restarting, dead
     health: str | None = None  # healthy / unhealthy / starting when the image defines a check
+    project: str = ""  # its Compose project: whose deadline applies to calls about it
 
     @property
     def running(self) -> bool:
@@ -66,24 +69,52 @@ _ENGINE_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError)
 
 
 class DockerRuntime:
-    """Compose projects on one Docker engine; the aiodocker client is owned by the caller."""
+    """Compose projects on one Docker engine; the aiodocker client is owned by the caller.
 
-    def __init__(self, docker: aiodocker.Docker) -> None:
+    Every call to the engine has a deadline: `deadlines` per Compose project (the
+    environment's `timeouts.docker_seconds`), else `default_seconds`; a stop adds its grace
+    period. A hung engine is then an ordinary DeadlineExceeded, never a wait forever.
+    """
+
+    def __init__(
+        self,
+        docker: aiodocker.Docker,
+        *,
+        deadlines: Mapping[str, float] | None = None,
+        default_seconds: float = 30.0,
+    ) -> None:
         self._docker = docker
+        self._deadlines = dict(deadlines or {})
+        self._default_seconds = default_seconds
         # Stop calls still finishing in the engine after the processes died.
         self._pending: dict[str, asyncio.Future[ContainerOutcome]] = {}
 
+    def _seconds(self, project: str) -> float:
+        return self._deadlines.get(project, self._default_seconds)
+
+    @staticmethod
+    async def _bounded(call: Awaitable[T], seconds: float, what: str) -> T:
+        try:
+            async with asyncio.timeout(seconds):
+                return await call
+        except TimeoutError:
+            raise DeadlineExceeded(f"the Docker engine did not answer ({what})", seconds) from None
+
     async def ping(self) -> None:
         try:
-            await self._docker.version()
+            await self._bounded(self._docker.version(), self._default_seconds, "version")
         except _ENGINE_ERRORS as error:
             raise EngineUnavailable(str(error) or type(error).__name__) from error
 
     async def containers(self, project: str) -> list[Container]:
         """The project's service containers (one-off `run` containers excluded), by name."""
         try:
-            found = await self._docker.containers.list(
-                all=True, filters={"label": [f"{PROJECT_LABEL}={project}"]}
+            found = await self._bounded(
+                self._docker.containers.list(
+                    all=True, filters={"label": [f"{PROJECT_LABEL}={project}"]}
+                ),
+                self._seconds(project),
+                f"listing the containers of {project}",
             )
         except _ENGINE_ERRORS as error:
             raise _translate(error) from error
@@ -108,17 +139,22 @@ class DockerRuntime:
             service=str(labels.get(SERVICE_LABEL, "")),
             state=str(raw.get("State", "unknown")),
             health=health,
+            project=str(labels.get(PROJECT_LABEL, "")),
         )
 
     async def _one(self, container: Container, action: str, timeout: float) -> ContainerOutcome:
         began = time.monotonic()
+        seconds = self._seconds(container.project)
         try:
             handle = self._docker.containers.container(container.id)
             if action == "stop":
                 # The engine sends SIGTERM, then SIGKILL after `t` seconds.
-                await handle.stop(t=max(1, round(timeout)))
+                grace = max(1, round(timeout))
+                await self._bounded(handle.stop(t=grace), grace + seconds, f"stop {container.name}")
             else:
-                await handle.start()
+                await self._bounded(handle.start(), seconds, f"start {container.name}")
+        except DeadlineExceeded as error:
+            return ContainerOutcome(container, False, time.monotonic() - began, str(error))
         except _ENGINE_ERRORS as error:
             return ContainerOutcome(
                 container, False, time.monotonic() - began, str(_translate(error))

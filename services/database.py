@@ -8,15 +8,17 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from services import processes
 from services.backups import Backup, inspect_archive
-from services.errors import DatabaseError, RestoreFailed
+from services.environments import Timeouts
+from services.errors import BackupError, DatabaseError, DeadlineExceeded, RestoreFailed
 from services.pgtools import PgTools, asyncpg_url, libpq_environment, scrub, with_database
 from services.processes import error_headline
 
@@ -69,6 +71,7 @@ class DatabaseTarget:
 
     url: str
     tools: PgTools
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     @property
     def libpq_env(self) -> dict[str, str]:
@@ -80,14 +83,91 @@ class DatabaseTarget:
 
     def on(self, database: str) -> DatabaseTarget:
         """Another database on the same server, with the same credentials."""
-        return DatabaseTarget(with_database(self.url, database), self.tools)
+        return DatabaseTarget(with_database(self.url, database), self.tools, self.timeouts)
 
 
-async def connect(target: DatabaseTarget, timeout: float = 10.0) -> asyncpg.Connection:
+class BoundedConnection(asyncpg.Connection):
+    """Every statement runs under the connection's command_timeout; one that expires is an
+    ordinary DeadlineExceeded (the server cancels it) instead of a bare TimeoutError."""
+
+    database_name = ""
+    command_seconds = 0.0
+
+    def _expired(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"a statement on database '{self.database_name}'", self.command_seconds
+        )
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
+        try:
+            return await super().execute(query, *args, timeout=timeout)
+        except TimeoutError:
+            raise self._expired() from None
+
+    async def fetch(
+        self, query: str, *args: Any, timeout: float | None = None, record_class: Any = None
+    ) -> Any:
+        try:
+            return await super().fetch(query, *args, timeout=timeout, record_class=record_class)
+        except TimeoutError:
+            raise self._expired() from None
+
+    async def fetchval(
+        self, query: str, *args: Any, column: int = 0, timeout: float | None = None
+    ) -> Any:
+        try:
+            return await super().fetchval(query, *args, column=column, timeout=timeout)
+        except TimeoutError:
+            raise self._expired() from None
+
+    async def fetchrow(
+        self, query: str, *args: Any, timeout: float | None = None, record_class: Any = None
+    ) -> Any:
+        try:
+            return await super().fetchrow(query, *args, timeout=timeout, record_class=record_class)
+        except TimeoutError:
+            raise self._expired() from None
+
+    async def close(self, *, timeout: float | None = None) -> None:
+        """A server that stopped answering cannot hold the caller: the socket is dropped."""
+        # On expiry asyncpg has aborted the connection already.
+        with contextlib.suppress(TimeoutError):
+            await super().close(timeout=timeout if timeout is not None else _CLOSE_SECONDS)
+
+
+_CLOSE_SECONDS = 5.0
+
+
+async def connect(target: DatabaseTarget) -> asyncpg.Connection:
+    """A connection whose opening and every statement are bounded by the target's timeouts."""
+    limits = target.timeouts
     try:
-        return await asyncpg.connect(asyncpg_url(target.url), timeout=timeout)
-    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+        connection: BoundedConnection = await asyncpg.connect(
+            asyncpg_url(target.url),
+            timeout=limits.connect_seconds,
+            command_timeout=limits.query_seconds,
+            connection_class=BoundedConnection,
+            # A lock someone else holds fails the statement fast instead of stalling it.
+            server_settings={"lock_timeout": str(max(1, round(limits.lock_seconds * 1000)))},
+        )
+        connection.database_name = target.name
+        connection.command_seconds = limits.query_seconds
+        return connection
+    except TimeoutError:
+        raise DeadlineExceeded(
+            f"connecting to database '{target.name}'", limits.connect_seconds
+        ) from None
+    except (OSError, asyncpg.PostgresError) as error:
         raise DatabaseError(f"Cannot connect to database '{target.name}'", str(error)) from error
+
+
+async def server_major(target: DatabaseTarget) -> int:
+    """The server's major version (15, 16, …), for choosing compatible client tools."""
+    connection = await connect(target)
+    try:
+        return int(await connection.fetchval("SHOW server_version_num")) // 10000
+    finally:
+        await connection.close()
 
 
 async def ping(target: DatabaseTarget, probe: str = "SELECT 1") -> float:
@@ -110,7 +190,7 @@ async def wait_until_ready(target: DatabaseTarget, deadline_seconds: float) -> N
         try:
             await ping(target)
             return
-        except DatabaseError:
+        except (DatabaseError, DeadlineExceeded):
             if time.monotonic() >= deadline:
                 raise
             await asyncio.sleep(0.5)
@@ -155,20 +235,42 @@ async def dump_database(
     """
     partial = destination.with_name(f".{destination.name}.partial")
     level = [] if compression is None else [f"--compress={compression}"]
-    result = await processes.run(
-        [target.tools.pg_dump, "--format=custom", *level, "--no-sync", f"--file={partial}"],
-        env=target.libpq_env,
-    )
+    limits = target.timeouts
+    try:
+        result = await processes.run(
+            [
+                target.tools.pg_dump,
+                "--format=custom",
+                *level,
+                "--no-sync",
+                # A session holding a lock on a table fails the dump fast instead of
+                # keeping the application down while it waits.
+                f"--lock-wait-timeout={round(limits.lock_seconds * 1000)}",
+                f"--file={partial}",
+            ],
+            env=target.libpq_env,
+            timeout=limits.dump_seconds,
+            what=f"pg_dump of '{target.name}'",
+        )
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     if not result.ok:
         partial.unlink(missing_ok=True)
         log.warning("pg_dump of %s failed: %s", target.name, scrub(result.output, target.url))
+        if "Query was: LOCK TABLE" in result.stderr:
+            raise DatabaseError(
+                f"pg_dump of '{target.name}' failed: another session holds a lock on a table "
+                f"it must read (waited {limits.lock_seconds:g} s)",
+                result.error_text(),
+            )
         raise DatabaseError(f"pg_dump of '{target.name}' failed", result.error_text())
     await asyncio.to_thread(_fsync, partial)
     await asyncio.to_thread(partial.rename, destination)
     await asyncio.to_thread(_fsync, destination)
     stat = await asyncio.to_thread(destination.stat)
     backup = Backup(destination.name, destination, stat.st_size, datetime.now(UTC))
-    await inspect_archive(target.tools, backup)
+    await inspect_archive(target.tools, backup, timeout=limits.dump_seconds)
     return backup
 
 
@@ -197,6 +299,21 @@ async def transaction_status(target: DatabaseTarget, xid: int) -> str | None:
     return None if status is None else str(status)
 
 
+async def verify_archive(tools: PgTools, backup: Backup, *, timeout: float) -> None:
+    """Read the whole dump (every data block), as the restore will: a truncated or corrupt
+    file passes `pg_restore --list`, which reads only the table of contents."""
+    result = await processes.run(
+        [tools.pg_restore, "--file=/dev/null", str(backup.path)],
+        timeout=timeout,
+        what=f"reading {backup.name} through",
+    )
+    if not result.ok:
+        raise BackupError(
+            f"{backup.name} cannot be read to its end, so it cannot be restored: "
+            f"{result.error_text(500)}"
+        )
+
+
 async def restore_in_place(
     target: DatabaseTarget,
     backup: Backup,
@@ -213,7 +330,42 @@ async def restore_in_place(
 
     `on_transaction` gets each transaction's id before its COMMIT is sent: whoever finds
     the run interrupted asks the server how that transaction ended instead of guessing.
+    Past the target's restore deadline both programs are killed (before COMMIT: rolled
+    back).
     """
+    state = _RelayState()
+    limit = target.timeouts.restore_seconds
+    try:
+        async with asyncio.timeout(limit):
+            await _restore_in_place(
+                target, backup, wipe_first=wipe_first, on_transaction=on_transaction, state=state
+            )
+    except TimeoutError:
+        raise RestoreFailed(
+            f"Restore of {backup.name} timed out after {limit:g} s",
+            "pg_restore and psql were killed"
+            + (
+                " after COMMIT was sent: the restore may have committed"
+                if state.commit_sent
+                else "; the transaction was rolled back"
+            ),
+            may_have_committed=wipe_first or state.commit_sent,
+        ) from None
+
+
+@dataclass
+class _RelayState:
+    commit_sent: bool = False
+
+
+async def _restore_in_place(
+    target: DatabaseTarget,
+    backup: Backup,
+    *,
+    wipe_first: bool,
+    on_transaction: TransactionHook,
+    state: _RelayState,
+) -> None:
     producer = await asyncio.create_subprocess_exec(
         target.tools.pg_restore,
         "--file=-",
@@ -243,16 +395,23 @@ async def restore_in_place(
         restore_err_task = asyncio.ensure_future(_read_all(producer.stderr))
         try:
             committed = await _relay(
-                producer, consumer, wipe_first=wipe_first, xids=xids, on_transaction=on_transaction
+                producer,
+                consumer,
+                wipe_first=wipe_first,
+                xids=xids,
+                on_transaction=on_transaction,
+                state=state,
             )
             await consumer.wait()
         finally:
+            if consumer.returncode is None:
+                xid_task.cancel()  # psql is being killed: its output may never end
             await asyncio.gather(xid_task, return_exceptions=True)
         psql_err, restore_err = await psql_err_task, await restore_err_task
     except BaseException:
         if consumer is not None:
             await processes.kill(consumer)
-        await processes.kill(producer)
+        await processes.kill(producer, drain=producer.stdout)
         raise
     if not committed or consumer.returncode != 0:
         # The whole text (it may quote rows) goes to the log; users see the headlines.
@@ -275,6 +434,20 @@ async def restore_in_place(
             error_headline(psql_err) or "psql failed at COMMIT (the full text is in the bot's log)",
             may_have_committed=True,
         )
+
+
+# pg_restore 17+ writes `SET transaction_timeout = 0;` into every script's preamble; a
+# 15 or 16 server rejects that setting, so the relay makes it conditional on the server.
+_TRANSACTION_TIMEOUT = b"SET transaction_timeout = 0;\n"
+_PORTABLE_TRANSACTION_TIMEOUT = (
+    b"SELECT pg_catalog.set_config('transaction_timeout', '0', false)"
+    b" WHERE current_setting('server_version_num')::int >= 170000;\n"
+)
+_HEAD_BYTES = 64 << 10  # the preamble is within the script's first few hundred bytes
+
+
+def _portable_head(head: bytes) -> bytes:
+    return head.replace(_TRANSACTION_TIMEOUT, _PORTABLE_TRANSACTION_TIMEOUT, 1)
 
 
 async def _read_all(stream: asyncio.StreamReader | None) -> str:
@@ -312,6 +485,7 @@ async def _relay(
     wipe_first: bool,
     xids: asyncio.Queue[int],
     on_transaction: TransactionHook,
+    state: _RelayState,
 ) -> bool:
     """Copy pg_restore's script into psql inside BEGIN … COMMIT; True if COMMIT was sent.
 
@@ -329,12 +503,18 @@ async def _relay(
             sink.write(b"COMMIT;\nBEGIN;\n" + _XID_QUERY)
             await sink.drain()
             xid = await _transaction_id(consumer, xids)
+        head = b""
+        while len(head) < _HEAD_BYTES and (chunk := await source.read(1 << 20)):
+            head += chunk
+        sink.write(_portable_head(head))
+        await sink.drain()
         while chunk := await source.read(1 << 20):
             sink.write(chunk)
             await sink.drain()
         if await producer.wait() != 0:
             return False
         await on_transaction("restore", xid)
+        state.commit_sent = True
         sink.write(b"\nCOMMIT;\n")
         await sink.drain()
         return True

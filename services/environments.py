@@ -32,6 +32,22 @@ class HealthConfig(BaseModel):
     interval_seconds: float = Field(default=1.0, gt=0)
 
 
+class Timeouts(BaseModel):
+    """How long each kind of wait may last before it is an ordinary, reported failure."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    docker_seconds: float = Field(default=30.0, gt=0)  # one Docker engine call (stop: + grace)
+    connect_seconds: float = Field(default=10.0, gt=0)  # opening a PostgreSQL connection
+    query_seconds: float = Field(default=300.0, gt=0)  # one SQL statement (ANALYZE, counts)
+    # lock_timeout of the rename and pg_dump's --lock-wait-timeout: a session holding a
+    # lock makes the step fail fast instead of keeping the application down.
+    lock_seconds: float = Field(default=5.0, gt=0)
+    dump_seconds: float = Field(default=3600.0, gt=0)  # pg_dump (safety backup, old database)
+    restore_seconds: float = Field(default=3600.0, gt=0)  # pg_restore (in place, staging)
+    preflight_seconds: float = Field(default=600.0, gt=0)  # the whole pre-flight
+
+
 class ApprovalPolicy(BaseModel):
     """Who may request and approve; Slack user IDs (U…) and user group IDs (S…)."""
 
@@ -87,6 +103,7 @@ class Environment(BaseModel):
     preview_exact_mb: float = Field(default=256.0, ge=0)
     preview_timeout_seconds: float = Field(default=15.0, gt=0)
     health: HealthConfig = HealthConfig()
+    timeouts: Timeouts = Timeouts()
     approval: ApprovalPolicy = ApprovalPolicy()
     contacts: Contacts = Contacts()
     git: GitTarget | None = None

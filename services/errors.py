@@ -102,6 +102,20 @@ class RunOwned(RollbackError):
         super().__init__(f"Run {run_id} is being handled by another bot process.")
 
 
+class DeadlineExceeded(RollbackError):
+    """A call to a dependency (Docker, PostgreSQL, a pg tool, a health endpoint, Slack) did
+    not finish within its configured timeout; it was abandoned (a process is killed)."""
+
+    def __init__(self, what: str, seconds: float, hint: str = "") -> None:
+        self.what = what
+        self.seconds = seconds
+        super().__init__(f"Timed out after {seconds:g} s: {what}" + (f" ({hint})" if hint else ""))
+
+
+class ToolsIncompatible(RollbackError):
+    """No installed PostgreSQL client tools can work with this server and this dump."""
+
+
 class RunConflict(RollbackError):
     """Another rollback of this environment is active."""
 

@@ -40,6 +40,8 @@ class HealthReport:
 
 Probe = Callable[[], Awaitable[str]]  # returns a detail on success, raises on failure
 
+_LAST_CHANCE = 0.5  # seconds an attempt gets when it starts at the deadline
+
 
 async def _http_probe(session: aiohttp.ClientSession, check: HttpCheck) -> str:
     timeout = aiohttp.ClientTimeout(total=check.timeout_seconds)
@@ -58,11 +60,15 @@ async def _retry(
         attempts += 1
         began = time.monotonic()
         try:
-            detail = await probe()
+            # An endpoint that hangs is abandoned at the deadline, whatever its own timeout.
+            async with asyncio.timeout(max(deadline - began, _LAST_CHANCE)):
+                detail = await probe()
             return CheckResult(name, kind, True, time.monotonic() - began, attempts, detail)
         except (TimeoutError, RollbackError, aiohttp.ClientError, OSError) as error:
             latency = time.monotonic() - began
             reason = str(error) or type(error).__name__
+            if isinstance(error, TimeoutError) and not str(error):
+                reason = f"no answer within {latency:.1f} s"
             pause = min(interval, 0.05 * 2**attempts)  # quick at first: services just started
             if time.monotonic() + pause >= deadline:
                 return CheckResult(name, kind, False, latency, attempts, reason)

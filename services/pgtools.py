@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from services.errors import ConfigError
+from services import processes
+from services.errors import ConfigError, ToolsIncompatible
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,116 @@ def asyncpg_url(url: str) -> str:
     if len(kept) == len(_query(url)):
         return url
     return parts._replace(query=urlencode(kept)).geturl()
+
+
+def installed_tool_sets(explicit: str | None = None) -> tuple[PgTools, ...]:
+    """Every folder holding the client programs: PG_BIN alone if given, else each
+    /usr/lib/postgresql/*/bin and the folder of pg_dump on PATH."""
+    if explicit:
+        folders = [Path(explicit)]
+    else:
+        folders = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key)
+        on_path = shutil.which(CLIENT_PROGRAMS[0])
+        if on_path:
+            folders.append(Path(on_path).resolve().parent)
+    found: dict[Path, PgTools] = {}
+    for folder in folders:
+        if all(os.access(folder / program, os.X_OK) for program in CLIENT_PROGRAMS):
+            found.setdefault(folder.resolve(), PgTools(folder))
+    return tuple(found.values())
+
+
+_MAJOR = re.compile(r"\(PostgreSQL\) (\d+)")
+_majors: dict[Path, int] = {}
+
+
+async def tools_major(tools: PgTools) -> int:
+    """The major version of a tool set (15 for `pg_dump (PostgreSQL) 15.18`), asked once."""
+    if tools.bin_dir not in _majors:
+        result = await processes.run([tools.pg_dump, "--version"], timeout=30)
+        match = _MAJOR.search(result.stdout)
+        if not result.ok or match is None:
+            raise ToolsIncompatible(
+                f"Cannot tell the version of {tools.pg_dump}: {result.error_text(200)}"
+            )
+        _majors[tools.bin_dir] = int(match.group(1))
+    return _majors[tools.bin_dir]
+
+
+TRANSACTION_TIMEOUT_MAJOR = 17  # the first server with transaction_timeout
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """The client tools a run uses, and why: shown in the plan."""
+
+    tools: PgTools
+    major: int
+    server_major: int
+
+    @property
+    def restores_directly(self) -> bool:
+        """Whether pg_restore --dbname (the swap's staging restore) works on this server:
+        17+ sends `SET transaction_timeout`, which a 15 or 16 server rejects."""
+        return not (self.major >= TRANSACTION_TIMEOUT_MAJOR > self.server_major)
+
+    def describe(self) -> str:
+        if self.major == self.server_major:
+            why = "the server's own version"
+        else:
+            why = f"the newest installed for a PostgreSQL {self.server_major} server"
+        return f"client tools {self.major} ({self.tools.bin_dir}), {why}"
+
+
+async def choose_tools(
+    candidates: Sequence[PgTools], *, server_major: int, archive: Path, timeout: float
+) -> ToolChoice:
+    """A tool set that can work with this server and read this dump, or a clear refusal.
+
+    pg_dump refuses a server newer than itself (the safety backup and the old database's
+    dump would fail after the stop), and pg_restore cannot read an archive written by a
+    newer pg_dump; so the server's own major is preferred, else the newest not older than
+    the server that reads the archive. (What 17+ tools write that a 15 or 16 server
+    rejects is made conditional where their script is relayed, services.database; a
+    direct restore, the swap's, cannot be: see ToolChoice.restores_directly.)
+    """
+    majors = [(await tools_major(tools), tools) for tools in candidates]
+    usable = [(major, tools) for major, tools in majors if major >= server_major]
+    installed = ", ".join(f"{major} ({tools.bin_dir})" for major, tools in majors) or "none"
+    if not usable:
+        raise ToolsIncompatible(
+            f"The PostgreSQL client tools installed here are older than the server "
+            f"(PostgreSQL {server_major}; installed: {installed}): pg_dump cannot back up "
+            f"a newer server. Install postgresql-client-{server_major} or point PG_BIN at "
+            "its bin folder. Nothing was stopped."
+        )
+    # The server's own major; else tools on the same side of 17 as the server (see
+    # ToolChoice.restores_directly); else the newest.
+    usable.sort(
+        key=lambda item: (
+            item[0] != server_major,
+            (item[0] >= TRANSACTION_TIMEOUT_MAJOR) != (server_major >= TRANSACTION_TIMEOUT_MAJOR),
+            -item[0],
+        )
+    )
+    unreadable: list[str] = []
+    for major, tools in usable:
+        listed = await processes.run(
+            [tools.pg_restore, "--list", str(archive)],
+            timeout=timeout,
+            what=f"reading the table of contents of {archive.name}",
+        )
+        if listed.ok:
+            return ToolChoice(tools, major, server_major)
+        if "unsupported version" not in listed.stderr:
+            # Not a version problem: the archive check reports the file itself.
+            return ToolChoice(tools, major, server_major)
+        unreadable.append(f"{major}: {listed.error_text(200)}")
+    raise ToolsIncompatible(
+        f"{archive.name} was written by a newer pg_dump than any client tools installed "
+        f"here that suit the PostgreSQL {server_major} server ({'; '.join(unreadable)}). "
+        "Install newer client tools or point PG_BIN at them. Nothing was stopped."
+    )
 
 
 def libpq_environment(url: str) -> dict[str, str]:

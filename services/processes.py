@@ -9,6 +9,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from services.errors import DeadlineExceeded
+
 
 @dataclass(frozen=True)
 class Completed:
@@ -60,9 +62,16 @@ def error_headline(text: str, limit: int = 300) -> str:
 
 
 async def run(
-    argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    what: str = "",
 ) -> Completed:
-    """Run argv to completion; on cancellation or timeout the process is killed and reaped."""
+    """Run argv to completion; on cancellation or timeout the process is killed and reaped.
+
+    An expired `timeout` raises DeadlineExceeded naming `what` (default: the program).
+    """
     merged = {**os.environ, **env} if env is not None else None
     process = await asyncio.create_subprocess_exec(
         *argv,
@@ -73,6 +82,11 @@ async def run(
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        await kill(process)
+        assert timeout is not None
+        name = os.path.basename(argv[0])
+        raise DeadlineExceeded(what or name, timeout, f"{name} was killed") from None
     except BaseException:
         await kill(process)
         raise
@@ -82,14 +96,22 @@ async def run(
     )
 
 
-async def kill(process: asyncio.subprocess.Process) -> None:
+async def kill(
+    process: asyncio.subprocess.Process, *, drain: asyncio.StreamReader | None = None
+) -> None:
     """Kill a process that may already have exited, and wait briefly for it.
 
     asyncio's wait() returns only once every pipe is closed, and a pipe whose reader stopped
     reading never closes; so the wait is bounded (the child watcher still reaps it).
+    `drain`: an output pipe nobody reads any more, read to its end so that it closes.
     """
-    if process.returncode is None:
+    running = process.returncode is None
+    if running:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
+    if drain is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(drain.read(), 5)
+    if running:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(process.wait()), 5)

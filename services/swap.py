@@ -24,7 +24,7 @@ import asyncpg
 from services import database, processes
 from services.backups import Backup
 from services.database import DatabaseTarget
-from services.errors import DatabaseError
+from services.errors import DatabaseError, DeadlineExceeded
 from services.pgtools import scrub
 from services.processes import error_headline
 
@@ -392,27 +392,35 @@ async def restore_into_staging(
     errors: deque[str] = deque(maxlen=200)  # the last lines that are not progress
     done = 0
     last_report = 0.0
+    limit = target.timeouts.restore_seconds
     try:
         assert process.stderr is not None
-        while line := await process.stderr.readline():
-            text = line.decode(errors="replace").rstrip()
-            if text.startswith("pg_restore: processing item") or text.startswith(
-                "pg_restore: finished item"
-            ):
-                done += 1
-                now = time.monotonic()
-                if now - last_report >= 1.0:
-                    last_report = now
-                    share = min(100, round(100 * done / max(entries, 1)))
-                    await progress(f"restoring into the staging database: {share}%")
-            elif not text.startswith("pg_restore: "):
-                errors.append(text)  # a server message's DETAIL/CONTEXT lines, COPY data
-            elif "error" in text.lower():
-                errors.append(text)
-        returncode = await process.wait()
-    except BaseException:
+        async with asyncio.timeout(limit):
+            while line := await process.stderr.readline():
+                text = line.decode(errors="replace").rstrip()
+                if text.startswith("pg_restore: processing item") or text.startswith(
+                    "pg_restore: finished item"
+                ):
+                    done += 1
+                    now = time.monotonic()
+                    if now - last_report >= 1.0:
+                        last_report = now
+                        share = min(100, round(100 * done / max(entries, 1)))
+                        await progress(f"restoring into the staging database: {share}%")
+                elif not text.startswith("pg_restore: "):
+                    errors.append(text)  # a server message's DETAIL/CONTEXT lines, COPY data
+                elif "error" in text.lower():
+                    errors.append(text)
+            returncode = await process.wait()
+    except BaseException as error:
         await processes.kill(process)
         await drop_database(target, names.staging)
+        if isinstance(error, TimeoutError):
+            raise DeadlineExceeded(
+                f"restoring {backup.name} into the staging database",
+                limit,
+                "pg_restore was killed",
+            ) from None
         raise
     if returncode != 0:
         await drop_database(target, names.staging)
@@ -567,6 +575,7 @@ async def _swap_names(
     connection = await maintenance(target)
     began = time.monotonic()
     try:
+        await _bound_locks(connection, target.timeouts.lock_seconds)
         await connection.execute(f"ALTER DATABASE {_ident(live)} WITH ALLOW_CONNECTIONS false")
         try:
             for attempt in range(3):
@@ -584,10 +593,25 @@ async def _swap_names(
         # Applications connect by the live name; the one set aside is open for its dump.
         await connection.execute(f"ALTER DATABASE {_ident(aside)} WITH ALLOW_CONNECTIONS true")
         return seconds
+    except asyncpg.LockNotAvailableError as error:
+        raise DatabaseError(
+            refused,
+            f"another session holds a lock on database {live} or {incoming} "
+            f"(waited {target.timeouts.lock_seconds:g} s; see pg_locks); "
+            f"{live} accepts connections again",
+        ) from error
     except asyncpg.PostgresError as error:
         raise DatabaseError(refused, str(error)) from error
     finally:
         await connection.close()
+
+
+async def _bound_locks(connection: asyncpg.Connection, seconds: float) -> None:
+    """The rename waits for no lock longer than `seconds`: with the application stopped, a
+    session holding a lock on the database fails the cut-over fast instead of stalling it."""
+    milliseconds = max(1, round(seconds * 1000))
+    await connection.execute(f"SET lock_timeout = {milliseconds}")
+    await connection.execute(f"SET statement_timeout = {milliseconds * 4}")
 
 
 async def cut_over(target: DatabaseTarget, names: SwapNames) -> float:

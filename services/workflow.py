@@ -23,6 +23,7 @@ from services.environments import Environment, Strategy
 from services.errors import (
     BackupError,
     ContainerError,
+    DeadlineExceeded,
     NoContainers,
     PreparationFailed,
     RestoreFailed,
@@ -31,6 +32,7 @@ from services.errors import (
 )
 from services.events import EventKind, Listener, Step, StepEvent
 from services.health import HealthReport, run_health_checks
+from services.pgtools import PgTools, ToolChoice, choose_tools
 from services.run_store import RunStatus
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class RollbackPlan:
     wipe_first: bool = False
     # The approved bytes (set by approvals.bind_plan): what every restore reads.
     approved: ApprovedCopy | None = None
+    tools: ToolChoice | None = None  # the client tools chosen for this server and dump
 
     @property
     def backup_age_seconds(self) -> float:
@@ -72,6 +75,7 @@ class RollbackPlan:
             "safety_backup": self.safety_backup.name,
             "strategy": self.strategy.value,
             "strategy_note": self.strategy_note,
+            "pg_tools": self.tools.describe() if self.tools else None,
         }
 
 
@@ -128,8 +132,14 @@ class RollbackResult:
         }
 
 
-def target_for(services: Services, environment: Environment) -> DatabaseTarget:
-    return DatabaseTarget(environment.database_url.get_secret_value(), services.tools)
+def target_for(
+    services: Services, environment: Environment, tools: PgTools | None = None
+) -> DatabaseTarget:
+    return DatabaseTarget(
+        environment.database_url.get_secret_value(),
+        tools or services.tools,
+        environment.timeouts,
+    )
 
 
 async def approved_source(plan: RollbackPlan) -> tuple[Backup, ApprovedCopy]:
@@ -150,27 +160,73 @@ async def plan_rollback(
     *,
     own_run_id: str | None = None,
 ) -> RollbackPlan:
-    """Pre-flight, read-only: the backup, its archive, the engine, the containers, the database.
+    """Pre-flight, read-only, under the environment's pre-flight deadline (a hung
+    dependency must not hold the environment's planning lock forever)."""
+    environment = services.environment(environment_name)
+    limit = environment.timeouts.preflight_seconds
+    try:
+        async with asyncio.timeout(limit):
+            return await _plan_rollback(services, environment, backup_name, own_run_id)
+    except TimeoutError:
+        raise DeadlineExceeded(f"the pre-flight of {environment.name}", limit) from None
+
+
+async def _plan_rollback(
+    services: Services,
+    environment: Environment,
+    backup_name: str | None,
+    own_run_id: str | None,
+) -> RollbackPlan:
+    """The backup, the engine, the containers, the database, client tools that suit both
+    the server and the dump, and (in place) the whole dump read through.
 
     `own_run_id`: the run this plan is for, already recorded (awaiting approval), which is
     not a conflict with itself.
     """
-    environment = services.environment(environment_name)
     backup = await catalogue.resolve_backup(environment, backup_name)
-    archive = await catalogue.inspect_archive(services.tools, backup)
     await services.runtime.ping()
     containers = await services.runtime.containers(environment.compose_project)
     if not containers:
         raise NoContainers(environment.compose_project)
-    await database.ping(target_for(services, environment))
+    target = target_for(services, environment)
+    await database.ping(target)
+    tools = await choose_tools(
+        services.tool_candidates,
+        server_major=await database.server_major(target),
+        archive=backup.path,
+        timeout=environment.timeouts.preflight_seconds,
+    )
+    archive = await catalogue.inspect_archive(tools.tools, backup)
     active = await services.store.active_run(environment.name)
     if active is not None and active.id != own_run_id:
         raise RunConflict(environment.name, active.id, active.requested_by)
     now = datetime.now(UTC)
     safety = environment.backups_dir / database.safety_backup_name(now)
     strategy, note, wipe_first = await _choose_strategy(services, environment)
+    if strategy is Strategy.SWAP and not tools.restores_directly:
+        strategy = Strategy.IN_PLACE
+        note = (
+            f"in-place: client tools {tools.major} cannot restore into a PostgreSQL "
+            f"{tools.server_major} database directly (install client tools "
+            f"{tools.server_major} for the swap)"
+        )
+    if strategy is Strategy.IN_PLACE:
+        # Under swap the staging restore reads it all before the stop; in place, only this.
+        await database.verify_archive(
+            tools.tools, backup, timeout=environment.timeouts.restore_seconds
+        )
+    note = f"{note}; {tools.describe()}"
     return RollbackPlan(
-        environment, backup, archive, tuple(containers), safety, now, strategy, note, wipe_first
+        environment,
+        backup,
+        archive,
+        tuple(containers),
+        safety,
+        now,
+        strategy,
+        note,
+        wipe_first,
+        tools=tools,
     )
 
 
@@ -275,6 +331,10 @@ class StepRecorder:
         )
 
 
+def _tools(plan: RollbackPlan) -> PgTools | None:
+    return plan.tools.tools if plan.tools else None
+
+
 def _names(containers: Sequence[Container]) -> str:
     shown = ", ".join(c.name for c in containers[:5])
     return shown + (f" and {len(containers) - 5} more" if len(containers) > 5 else "")
@@ -296,7 +356,7 @@ class Execution:
         self.plan = plan
         self.env = plan.environment
         self.recorder = recorder
-        self.target = target_for(services, plan.environment)
+        self.target = target_for(services, plan.environment, _tools(plan))
         self.stopped: list[Container] = []
         self.safety: Backup | None = None
         self.database_changed = False  # True once the restore may have committed
@@ -334,6 +394,11 @@ class Execution:
             await self.recorder.journal(
                 Step.SAFETY_BACKUP, safety_backup=str(self.plan.safety_backup)
             )
+            # Sessions left on the database (and their locks) would stall the dump while
+            # the application is down: end them first (issue 7).
+            ended = await database.terminate_sessions(self.target)
+            if ended:
+                await self.recorder.progress(Step.SAFETY_BACKUP, f"ended {ended} other session(s)")
             self.safety = await database.dump_database(
                 self.target,
                 self.plan.safety_backup,
@@ -521,7 +586,7 @@ async def _prepare_owned(
 ) -> Preparation:
     """Restore the backup into a staging database and preview the data loss; the caller
     owns the run. Raises PreparationFailed: a swap never falls back to in place by itself."""
-    target = target_for(services, plan.environment)
+    target = target_for(services, plan.environment, _tools(plan))
     names = swap.SwapNames.for_run(target.name, run_id)
     await recorder.journal(
         Step.PREPARE, prepare="started", prepared_for=_prepared_for(plan), **names.facts()

@@ -109,6 +109,27 @@ async def make_compose_project(
         await asyncio.gather(*(remove_compose_project(docker, p) for p in created))
 
 
+@pytest.fixture
+async def hung_engine(tmp_path: Path) -> AsyncIterator[aiodocker.Docker]:
+    """A client on a unix socket that accepts connections and never answers."""
+    socket_path = tmp_path / "hung-docker.sock"
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing, answer nothing, keep it open
+
+    server = await asyncio.start_unix_server(accept, path=str(socket_path))
+    client = aiodocker.Docker(url=f"unix://{socket_path}")
+    try:
+        yield client
+    finally:
+        await client.close()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 # -- The rollback engine's stage: run store, services bundle, a seeded environment --
 
 

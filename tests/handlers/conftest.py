@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from bot.app import BotOptions, create_app
 from bot.settings import Settings
 from handlers.tasks import BackgroundTasks
 from sandbox.slack import Channel, Message, SandboxWorkspace, SlackUser, User, UserGroup
+from services.containers import Runtime
 from services.environments import ApprovalPolicy, Contacts, Strategy
 from services.run_store import RunRecord
 from tests.services.conftest import Stage
@@ -117,10 +118,13 @@ async def make_bot(stage: Stage) -> AsyncIterator[MakeBot]:
         workspace_args: dict[str, Any] | None = None,
         strategy: Strategy = Strategy.IN_PLACE,
         database_url: str | None = None,
+        runtime: Runtime | None = None,
     ) -> Bot:
         staged = stage.with_environment(approval=policy, contacts=contacts, strategy=strategy)
         if database_url is not None:
             staged = staged.with_environment(database_url=SecretStr(database_url))
+        if runtime is not None:
+            staged = replace(staged, services=replace(staged.services, runtime=runtime))
         workspace = SandboxWorkspace(
             bot_token=BOT_TOKEN,
             users=[ALICE, BOB, ERIN, CAROL, DAVE, MAX],

@@ -14,6 +14,7 @@ import pytest
 
 from sandbox.demo_environment import database_snapshot
 from sandbox.throwaway_postgres import ThrowawayPostgres
+from services.backups import resolve_backup
 from services.containers import DockerRuntime
 from services.database import DatabaseTarget, dump_database, restore_in_place
 from services.errors import (
@@ -111,7 +112,12 @@ async def test_corrupt_dump_that_passes_precheck_leaves_pre_rollback_data(
     await change_after_backup(stage.dsn)
     before = await database_snapshot(stage.dsn)
 
-    plan = await plan_rollback(stage.services, stage.environment.name, corrupt.name)
+    # Issue 7: the in-place pre-flight reads the whole dump, so it is refused before the stop.
+    with pytest.raises(BackupError, match="cannot be read to its end"):
+        await plan_rollback(stage.services, stage.environment.name, corrupt.name)
+    # A file damaged after the pre-flight: the restore's one transaction still protects.
+    plan = await plan_rollback(stage.services, stage.environment.name, stage.backup.name)
+    plan = replace(plan, backup=await resolve_backup(stage.environment, corrupt.name))
     result = await rollback_database(stage.services, plan, requested_by="t", listener=Recorder())
 
     assert not result.ok

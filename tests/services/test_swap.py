@@ -602,3 +602,65 @@ async def test_preview_ends_within_its_timeout_while_a_table_is_locked(
 
 async def _no_progress(message: str) -> None:
     pass
+
+
+async def test_lock_held_on_the_database_fails_the_rename_fast_and_changes_nothing(
+    swap_stage: Stage, pg: ThrowawayPostgres, docker: aiodocker.Docker
+) -> None:
+    """Issue 7: a session holding a lock on the live database (an open transaction that
+    commented on it, from another database) made the rename wait 28.6 s with the
+    application stopped; under lock_timeout it fails within lock_seconds, nothing is
+    renamed and the live database accepts connections again. A session holding an ACCESS
+    EXCLUSIVE lock on a table inside it is ended, and the swap goes through."""
+    stage = swap_stage.with_environment(
+        timeouts=swap_stage.environment.timeouts.model_copy(update={"lock_seconds": 1.0})
+    )
+    name = stage.database.name
+    await change_after_backup(stage.dsn)
+    before = await database_snapshot(stage.dsn)
+    plan = await plan_rollback(stage.services, stage.environment.name, stage.backup.name)
+    assert plan.strategy is Strategy.SWAP, plan.strategy_note
+    holder = await asyncpg.connect(pg.superuser_dsn("postgres"))
+    try:
+        await holder.execute(f"BEGIN; COMMENT ON DATABASE {name} IS 'held'")
+        began = asyncio.get_running_loop().time()
+        result = await rollback_database(
+            stage.services, plan, requested_by="t", listener=Recorder()
+        )
+        elapsed = asyncio.get_running_loop().time() - began
+    finally:
+        await holder.close()
+    assert not result.ok
+    assert "cut-over was refused; nothing was renamed" in (result.error or "")
+    assert f"another session holds a lock on database {name}" in (result.error or "")
+    assert "waited 1 s" in (result.error or "")
+    cutover = next(s for s in result.steps if s.step is Step.CUTOVER)
+    assert cutover.seconds < 3, cutover
+    assert elapsed < 30, elapsed
+    assert await database_snapshot(stage.dsn) == before
+    assert set((await container_states(docker, stage.project)).values()) == {"running"}
+    assert not [n for n in await database_names(stage.dsn) if n.startswith(name[:40] + "__rb_")]
+    connection = await asyncpg.connect(stage.dsn)  # connections allowed again
+    await connection.close()
+
+    plan = await plan_rollback(stage.services, stage.environment.name, stage.backup.name)
+    run = await stage.services.store.create_run(
+        environment=stage.environment.name,
+        kind="database",
+        requested_by="t",
+        status=RunStatus.APPROVED,
+        plan=plan.summary(),
+    )
+    prep = await prepare_rollback(stage.services, plan, run_id=run.id, listener=Recorder())
+    assert prep.names is not None, prep.note
+    table_lock = await asyncpg.connect(stage.dsn)
+    await table_lock.execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+    try:  # the staging database prepared above is used: no row count meets the lock
+        result = await execute_rollback(stage.services, plan, run_id=run.id, listener=Recorder())
+    finally:
+        with contextlib.suppress(Exception):
+            await table_lock.close(timeout=2)
+    assert result.ok, result.error
+    assert result.strategy == Strategy.SWAP.value
+    assert table_lock.is_closed()
+    assert await database_snapshot(stage.dsn) != before
