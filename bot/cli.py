@@ -153,7 +153,7 @@ async def _recover(services: Services) -> list[Recovery]:
     for recovery in recoveries:
         print(
             f"warning: run {recovery.run_id} of {recovery.environment} was interrupted during "
-            f"'{recovery.interrupted_at}' and has been recovered: "
+            f"'{recovery.interrupted_at}' and has been recovered in {recovery.seconds:.1f} s: "
             f"{terminal.shown(recovery.environment_state)}",
             file=sys.stderr,
         )

@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import pty
+import select
+import time
 from datetime import datetime
 
 import pytest
@@ -85,6 +87,17 @@ def test_json_lines_off_a_terminal_carry_the_run_and_no_secret() -> None:
     assert "run_id" not in after
 
 
+def read_lines(fd: int, count: int, timeout: float = 5.0) -> str:
+    """What a pty shows once `count` lines arrived (one read may return only part)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while data.count(b"\n") < count and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            data += os.read(fd, 4096)
+    return data.decode()
+
+
 def test_human_lines_on_a_terminal_and_log_format_overrides() -> None:
     """issue 11: on a terminal (a real pty) the lines stay for people, naming the run at
     the end; LOG_FORMAT=json wins over the terminal, text over a pipe."""
@@ -101,7 +114,7 @@ def test_human_lines_on_a_terminal_and_log_format_overrides() -> None:
                     tty.flush()
             assert isinstance(stream, io.StringIO)
             text = stream.getvalue()
-        screen = os.read(controller, 4096).decode().replace("\r\n", "\n")
+        screen = read_lines(controller, 2).replace("\r\n", "\n")
     finally:
         os.close(controller)
         os.close(terminal)
