@@ -135,6 +135,7 @@ async def database_names(stage: Stage) -> set[str]:
 async def recover(stage: Stage, pg: ThrowawayPostgres, config: Path) -> str:
     code, _out, err = await cli("--config", str(config), "recover", env=store_env(pg))
     assert code == 0, err
+    print(f"\n{err.splitlines()[0]}")  # the figure: how long recovery took (with -s)
     return err
 
 
