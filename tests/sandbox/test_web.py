@@ -18,7 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from sandbox.web import EnvironmentPanel, Person, WorkspacePage
 from services.run_store import RunStatus
-from tests.handlers.conftest import ALICE, BOB, DAVE, INCIDENTS, Bot
+from tests.handlers.conftest import ALICE, BOB, CAROL, DAVE, INCIDENTS, Bot
 from tests.services.conftest import change_after_backup
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -62,6 +62,7 @@ async def page_of(bot: Bot, docker: aiodocker.Docker) -> AsyncIterator[Workspace
     people = [
         Person(ALICE.id, "requester"),
         Person(BOB.id, "approver"),
+        Person(CAROL.id, "contact"),
         Person(DAVE.id, "outsider"),
     ]
     async with WorkspacePage(
@@ -112,6 +113,9 @@ async def test_type_switch_approve_confirm_and_watch_the_steps_in_a_browser(
     for label in (*steps, "Health checks"):
         assert f"✓ {label}" in shown, shown
     assert "⏳" not in shown and "HTTP 200" in shown  # the health table
+    # bob ticks a checklist item: the bot records who did and the message says so.
+    await plan.get_by_label("Monitoring active").check()
+    await plan.get_by_text("☑ Monitoring active — @bob").wait_for()
     # The channel with the finished run, as a test artefact.
     shot = tmp_path / "demo-web.png"
     await page.screenshot(path=str(shot))
@@ -124,6 +128,11 @@ async def test_type_switch_approve_confirm_and_watch_the_steps_in_a_browser(
     # gone, and both containers run.
     await panel.get_by_text("feature_flags").wait_for(state="detached", timeout=10_000)
     assert (await panel.locator(".state-running").count()) == 2
+    # carol, a contact, reads the bot's direct messages: asked, then ended.
+    await page.select_option("#acting-as", CAROL.id)
+    await page.locator("#dms li").click()
+    await page.locator("#messages").get_by_text("ended").wait_for()
+    assert "asked to roll back" in await page.inner_text("#messages")
     assert errors == []
 
     await page.close()
