@@ -53,7 +53,7 @@ from sandbox.slack import (
     UserGroup,
 )
 from sandbox.throwaway_postgres import ThrowawayPostgres, ThrowawayPostgresError
-from sandbox.web import EnvironmentPanel, Person, WorkspacePage
+from sandbox.web import EnvironmentPanel, Person, WorkspacePage, rollback_running
 from services.backups import list_backups
 from services.bundle import Services
 from services.containers import DockerRuntime
@@ -320,11 +320,7 @@ async def _play_in_slack(stage: DemoStage) -> bool:
 async def _serve_page(stage: DemoStage, docker: aiodocker.Docker, port: int) -> None:
     """The workspace as a page in the browser; people act there, until Ctrl-C."""
     async with bot_in_workspace(stage) as (workspace, services, slack, url):
-
-        async def busy() -> bool:
-            run = await services.store.active_run(ENVIRONMENT)
-            return run is not None and run.status in (RunStatus.APPROVED, RunStatus.RUNNING)
-
+        busy = rollback_running(services.store, ENVIRONMENT)
         panel = EnvironmentPanel(docker, stage.project, stage.shop, stage.backups, busy=busy)
         people = [
             Person(ALICE.id, "requester"),

@@ -14,6 +14,7 @@ import asyncpg
 from aiodocker.exceptions import DockerError
 
 from sandbox.demo_environment import PROJECT_LABEL, SERVICE_LABEL
+from services.run_store import RunStatus, RunStore
 
 JsonDict = dict[str, Any]
 TIMEOUT = 3.0  # seconds for one look at Docker or PostgreSQL
@@ -106,6 +107,16 @@ class EnvironmentPanel:
         except OSError:
             return []
         return [{"name": p.name, "bytes": p.stat().st_size} for p in files]
+
+
+def rollback_running(store: RunStore, environment: str) -> Callable[[], Awaitable[bool]]:
+    """For `busy`: whether a rollback of the environment is working on its database."""
+
+    async def running() -> bool:
+        run = await store.active_run(environment)
+        return run is not None and run.status in (RunStatus.APPROVED, RunStatus.RUNNING)
+
+    return running
 
 
 def _field(container: aiodocker.containers.DockerContainer, key: str) -> Any:

@@ -12,19 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from types import TracebackType
 from typing import Any, Self
 
-import aiohttp
 from aiohttp import web
 
 from sandbox.slack import Delivery, Message, SandboxWorkspace, SlackUser
 from sandbox.web.panel import EnvironmentPanel
 
 JsonDict = dict[str, Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PANEL_INTERVAL = 1.0  # seconds between looks at the containers and the database
 _STATIC = {
     "app.js": "text/javascript",
@@ -73,7 +73,7 @@ class WorkspacePage:
         return f"http://{self.host}:{self.port}/"
 
     async def __aenter__(self) -> Self:
-        app = web.Application()
+        app = web.Application(middlewares=[self._same_origin])
         app.router.add_get("/", self._index)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/state", self._state)
@@ -165,6 +165,16 @@ class WorkspacePage:
 
     # ------------------------------------------------------------------ HTTP
 
+    @web.middleware
+    async def _same_origin(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Only this page may act: another site open in the browser cannot post here (its
+        JSON request would need a preflight we never answer), nor a name rebound to us."""
+        if request.host not in (f"{self.host}:{self.port}", f"localhost:{self.port}"):
+            raise web.HTTPForbidden(text="unknown host")
+        if request.method == "POST" and request.content_type != "application/json":
+            raise web.HTTPUnsupportedMediaType(text="send JSON")
+        return await handler(request)
+
     async def _index(self, request: web.Request) -> web.Response:
         return _file("index.html")
 
@@ -189,7 +199,7 @@ class WorkspacePage:
             if state != sent:
                 try:
                     await response.write(f"data: {state}\n\n".encode())
-                except (ConnectionError, aiohttp.ClientConnectionResetError):
+                except ConnectionError:
                     break  # the page was closed
                 sent = state
             await self._changed()

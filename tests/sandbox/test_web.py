@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import aiodocker
+import aiohttp
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from sandbox.web import EnvironmentPanel, Person, WorkspacePage
-from services.run_store import RunStatus
+from sandbox.web import EnvironmentPanel, Person, WorkspacePage, rollback_running
 from tests.handlers.conftest import ALICE, BOB, CAROL, DAVE, INCIDENTS, Bot
 from tests.services.conftest import change_after_backup
 
@@ -47,17 +47,12 @@ async def browser() -> AsyncIterator[Any]:
 @pytest.fixture
 async def page_of(bot: Bot, docker: aiodocker.Docker) -> AsyncIterator[WorkspacePage]:
     stage = bot.stage
-
-    async def busy() -> bool:
-        run = await stage.services.store.active_run(bot.environment)
-        return run is not None and run.status in (RunStatus.APPROVED, RunStatus.RUNNING)
-
     panel = EnvironmentPanel(
         docker,
         stage.project.project,
         stage.dsn,
         stage.environment.backups_dir,
-        busy=busy,
+        busy=rollback_running(stage.services.store, bot.environment),
     )
     people = [
         Person(ALICE.id, "requester"),
@@ -181,3 +176,26 @@ async def test_text_is_escaped_and_mrkdwn_drawn(
     state = json.loads(await page.evaluate("() => JSON.stringify(document.body.dataset)"))
     assert state["ready"] == "true"
     await page.close()
+
+
+async def test_only_the_page_itself_can_act(
+    bot: Bot, page_of: WorkspacePage, http: aiohttp.ClientSession
+) -> None:
+    """Another site open in the browser cannot type commands for alice (issue 11)."""
+    command = {"user": ALICE.id, "channel": INCIDENTS.id, "text": f"/rollback {bot.environment}"}
+    # A cross-site form or fetch without a preflight can only send a "simple" content type.
+    async with http.post(page_of.url + "command", data=json.dumps(command)) as response:
+        assert response.status == 415
+    # A name rebound to 127.0.0.1 (DNS rebinding) arrives with its own Host header.
+    async with http.post(
+        page_of.url + "command", json=command, headers={"Host": "evil.example:80"}
+    ) as response:
+        assert response.status == 403
+    async with http.get(page_of.url + "state") as response:
+        assert response.status == 200
+        assert (await response.json())["messages"][INCIDENTS.id] == []
+    assert bot.workspace.user_actions == []
+    # The page's own request goes through, signed, to the bot.
+    async with http.post(page_of.url + "command", json=command) as response:
+        assert (await response.json())["status"] == 200
+    await bot.workspace.wait_for(lambda: bot.workspace.messages(INCIDENTS.id), 10)
