@@ -257,31 +257,37 @@ def _act(transcript: LiveTranscript, text: str) -> None:
 
 
 @asynccontextmanager
-async def bot_in_workspace(
-    stage: DemoStage, options: BotOptions = BOT_OPTIONS
-) -> AsyncIterator[tuple[SandboxWorkspace, Services, SlackUser, str]]:
-    """The sandbox workspace, and the bot served as `serve` serves it, signed requests and
-    all: (workspace, services, a SlackUser sending to the bot, the bot's request URL)."""
-    signing_secret = secrets.token_hex(16)
+async def demo_workspace() -> AsyncIterator[SandboxWorkspace]:
+    """The sandbox Slack workspace with the demo's people and #incidents."""
     async with SandboxWorkspace(
         bot_token=BOT_TOKEN,
         users=[ALICE, BOB, CAROL, DAVE, ERIN],
         usergroups=[SRE],
         channels=[INCIDENTS],
     ) as workspace:
-        settings = stage.settings(
-            slack_bot_token=SecretStr(BOT_TOKEN),
-            slack_signing_secret=SecretStr(signing_secret),
-            slack_api_url=workspace.base_url,
-        )
-        environments = load_environments(stage.config)
-        async with (
-            open_services(settings, environments) as services,
-            running_app(settings, services, options=options) as app,
-            listening(app, host="127.0.0.1", port=0) as url,
-            SlackUser(workspace, url, signing_secret) as slack,
-        ):
-            yield workspace, services, slack, url
+        yield workspace
+
+
+@asynccontextmanager
+async def bot_serving(
+    stage: DemoStage, workspace: SandboxWorkspace, options: BotOptions = BOT_OPTIONS
+) -> AsyncIterator[tuple[Services, SlackUser, str]]:
+    """The bot served as `serve` serves it, signed requests and all: (services, a SlackUser
+    sending to the bot, the bot's request URL)."""
+    signing_secret = secrets.token_hex(16)
+    settings = stage.settings(
+        slack_bot_token=SecretStr(BOT_TOKEN),
+        slack_signing_secret=SecretStr(signing_secret),
+        slack_api_url=workspace.base_url,
+    )
+    environments = load_environments(stage.config)
+    async with (
+        open_services(settings, environments) as services,
+        running_app(settings, services, options=options) as app,
+        listening(app, host="127.0.0.1", port=0) as url,
+        SlackUser(workspace, url, signing_secret) as slack,
+    ):
+        yield services, slack, url
 
 
 def _describe_workspace(workspace: SandboxWorkspace, url: str) -> None:
@@ -298,14 +304,15 @@ def _describe_workspace(workspace: SandboxWorkspace, url: str) -> None:
 
 async def _play_in_slack(stage: DemoStage) -> bool:
     """The incident in the sandbox Slack workspace, the bot served as `serve` serves it."""
-    async with bot_in_workspace(stage) as (workspace, services, slack, url):
+    async with demo_workspace() as workspace:
         width = min(100, shutil.get_terminal_size((100, 24)).columns)
         transcript = LiveTranscript(workspace, width=width)
         follow = asyncio.create_task(transcript.follow(), name="demo-transcript")
         try:
-            _describe_workspace(workspace, url)
-            _title(f"#{INCIDENTS.name}, as it happens")
-            run = await _incident(workspace, slack, services, transcript)
+            async with bot_serving(stage, workspace) as (services, slack, url):
+                _describe_workspace(workspace, url)
+                _title(f"#{INCIDENTS.name}, as it happens")
+                run = await _incident(workspace, slack, services, transcript)
         finally:
             follow.cancel()
             await asyncio.gather(follow, return_exceptions=True)
@@ -319,7 +326,10 @@ async def _play_in_slack(stage: DemoStage) -> bool:
 
 async def _serve_page(stage: DemoStage, docker: aiodocker.Docker, port: int) -> None:
     """The workspace as a page in the browser; people act there, until Ctrl-C."""
-    async with bot_in_workspace(stage) as (workspace, services, slack, url):
+    async with (
+        demo_workspace() as workspace,
+        bot_serving(stage, workspace) as (services, slack, url),
+    ):
         busy = rollback_running(services.store, ENVIRONMENT)
         panel = EnvironmentPanel(docker, stage.project, stage.shop, stage.backups, busy=busy)
         people = [

@@ -31,7 +31,8 @@ from sandbox.demo import (
     INCIDENTS,
     SRE,
     DemoStage,
-    bot_in_workspace,
+    bot_serving,
+    demo_workspace,
 )
 from sandbox.demo_environment import (
     DatabaseSnapshot,
@@ -276,7 +277,10 @@ async def _game(
             project=project_name,
             backups=backups_dir,
         )
-        async with bot_in_workspace(stage, OPTIONS) as (workspace, services, slack, _):
+        async with (
+            demo_workspace() as workspace,
+            bot_serving(stage, workspace, OPTIONS) as (services, slack, _),
+        ):
             yield Game(name, stage, at_backup, workspace, services, slack, ground.docker)
 
 
