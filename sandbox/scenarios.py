@@ -439,6 +439,14 @@ async def approver_never_answers(ground: Ground, outcome: Outcome) -> None:
             "the request expired: the message says so and its buttons are gone",
             "[ Approve ]" not in shown,
         )
+        told = await _dm(game, CAROL.id, 2) and await _dm(game, ALICE.id, 1)
+        outcome.check(
+            "carol (contact) and alice (requester) are told it expired, nothing changed",
+            told
+            and all(
+                "expired" in game.workspace.dms(user)[-1].text for user in (CAROL.id, ALICE.id)
+            ),
+        )
         outcome.check("nothing ran", run.started_at is None)
         outcome.check(
             "the database and containers are untouched",
@@ -468,7 +476,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
         failing_health,
     ),
     "approver-never-answers": (
-        "nobody approves; escalated to the next contacts, then expired",
+        "nobody approves; escalated to the next contacts, expired, contacts told",
         approver_never_answers,
     ),
 }
