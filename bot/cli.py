@@ -317,7 +317,12 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             ]
         ) from error
 
-    return await run_demo(rows=args.rows, slack=not args.cli)
+    return await run_demo(
+        rows=args.rows,
+        slack=not args.cli,
+        web_port=(args.port or 0) if args.web else None,
+        scenario=args.scenario,
+    )
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
@@ -402,8 +407,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--rows", type=_count(10_000_000), default=20_000, help="rows in the demo database"
     )
-    demo.add_argument(
+    how = demo.add_mutually_exclusive_group()
+    how.add_argument(
         "--cli", action="store_true", help="the same rollback through the command line, no Slack"
+    )
+    how.add_argument(
+        "--web",
+        action="store_true",
+        help="serve the sandbox workspace as a page in the browser and play it there",
+    )
+    how.add_argument(
+        "--scenario",
+        metavar="NAME",
+        help="a game day: deployment-failure, migration-failure, failing-health, "
+        "approver-never-answers, or all; prints a pass/fail report",
+    )
+    demo.add_argument(
+        "--port", type=_count(65535), help="with --web: the page's port (default: a free one)"
     )
     demo.set_defaults(handler=cmd_demo)
 

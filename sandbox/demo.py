@@ -53,6 +53,7 @@ from sandbox.slack import (
     UserGroup,
 )
 from sandbox.throwaway_postgres import ThrowawayPostgres, ThrowawayPostgresError
+from sandbox.web import EnvironmentPanel, Person, WorkspacePage, rollback_running
 from services.backups import list_backups
 from services.bundle import Services
 from services.containers import DockerRuntime
@@ -74,6 +75,8 @@ UPDATE orders SET status = 'cancelled' WHERE id % 5 = 0;
 ALICE = User(id="U0ALICE", name="alice", real_name="Alice (on call)")
 BOB = User(id="U0BOB", name="bob", real_name="Bob (SRE)")
 CAROL = User(id="U0CAROL", name="carol", real_name="Carol (DBA)")
+DAVE = User(id="U0DAVE", name="dave", real_name="Dave (support)")  # neither asks nor approves
+ERIN = User(id="U0ERIN", name="erin", real_name="Erin (engineering manager)")  # escalations
 SRE = UserGroup(id="S0SRE", handle="sre", users=(BOB.id,), name="SRE")
 INCIDENTS = Channel(id="C0INCIDENTS", name="incidents")
 BOT_TOKEN = "xoxb-rollback-bot-demo"  # a sandbox-only token, meaningless to Slack
@@ -143,6 +146,8 @@ class DemoStage:
     shop: str
     newest_backup: str
     expected: dict[str, str]
+    project: str
+    backups: Path
 
     def settings(self, **slack: object) -> Settings:
         return load_settings(
@@ -209,6 +214,8 @@ async def _demo_stage(docker: aiodocker.Docker, *, rows: int) -> AsyncIterator[D
                 shop=shop,
                 newest_backup=newest.name,
                 expected=expected,
+                project=name,
+                backups=backups,
             )
             _say("Cleaning up …")
     finally:
@@ -249,50 +256,98 @@ def _act(transcript: LiveTranscript, text: str) -> None:
     _say()
 
 
-async def _play_in_slack(stage: DemoStage) -> bool:
-    """The incident in the sandbox Slack workspace, the bot served as `serve` serves it."""
-    signing_secret = secrets.token_hex(16)
+@asynccontextmanager
+async def demo_workspace() -> AsyncIterator[SandboxWorkspace]:
+    """The sandbox Slack workspace with the demo's people and #incidents."""
     async with SandboxWorkspace(
         bot_token=BOT_TOKEN,
-        users=[ALICE, BOB, CAROL],
+        users=[ALICE, BOB, CAROL, DAVE, ERIN],
         usergroups=[SRE],
         channels=[INCIDENTS],
     ) as workspace:
-        settings = stage.settings(
-            slack_bot_token=SecretStr(BOT_TOKEN),
-            slack_signing_secret=SecretStr(signing_secret),
-            slack_api_url=workspace.base_url,
-        )
-        environments = load_environments(stage.config)
-        async with open_services(settings, environments) as services:
-            width = min(100, shutil.get_terminal_size((100, 24)).columns)
-            transcript = LiveTranscript(workspace, width=width)
-            follow = asyncio.create_task(transcript.follow(), name="demo-transcript")
-            try:
-                async with (
-                    running_app(settings, services, options=BOT_OPTIONS) as app,
-                    listening(app, host="127.0.0.1", port=0) as url,
-                    SlackUser(workspace, url, signing_secret) as slack,
-                ):
-                    _title("Sandbox Slack workspace")
-                    _say(f"  Web API       {workspace.base_url}")
-                    _say(f"  rollback-bot  {url} (requests signed as Slack signs them)")
-                    _say(f"  people        alice (on call), bob (@{SRE.handle}), carol (DBA)")
-                    _say(f"  channel       #{INCIDENTS.name}")
-                    _say(f"  approval      1 approval from @{SRE.handle}")
-                    _say(f"  contacts      carol (direct message), @{SRE.handle} (mentioned)")
-                    _say()
-                    _title(f"#{INCIDENTS.name}, as it happens")
-                    run = await _incident(workspace, slack, services, transcript)
-            finally:
-                follow.cancel()
-                await asyncio.gather(follow, return_exceptions=True)
-                transcript.flush()  # what arrived while the bot shut down
+        yield workspace
+
+
+@asynccontextmanager
+async def bot_serving(
+    stage: DemoStage, workspace: SandboxWorkspace, options: BotOptions = BOT_OPTIONS
+) -> AsyncIterator[tuple[Services, SlackUser, str]]:
+    """The bot served as `serve` serves it, signed requests and all: (services, a SlackUser
+    sending to the bot, the bot's request URL)."""
+    signing_secret = secrets.token_hex(16)
+    settings = stage.settings(
+        slack_bot_token=SecretStr(BOT_TOKEN),
+        slack_signing_secret=SecretStr(signing_secret),
+        slack_api_url=workspace.base_url,
+    )
+    environments = load_environments(stage.config)
+    async with (
+        open_services(settings, environments) as services,
+        running_app(settings, services, options=options) as app,
+        listening(app, host="127.0.0.1", port=0) as url,
+        SlackUser(workspace, url, signing_secret) as slack,
+    ):
+        yield services, slack, url
+
+
+def _describe_workspace(workspace: SandboxWorkspace, url: str) -> None:
+    _title("Sandbox Slack workspace")
+    _say(f"  Web API       {workspace.base_url}")
+    _say(f"  rollback-bot  {url} (requests signed as Slack signs them)")
+    _say(f"  people        alice (on call), bob (@{SRE.handle}), carol (DBA), dave (support),")
+    _say("                erin (engineering manager)")
+    _say(f"  channel       #{INCIDENTS.name}")
+    _say(f"  approval      1 approval from @{SRE.handle}")
+    _say(f"  contacts      carol (direct message), @{SRE.handle} (mentioned)")
+    _say()
+
+
+async def _play_in_slack(stage: DemoStage) -> bool:
+    """The incident in the sandbox Slack workspace, the bot served as `serve` serves it."""
+    async with demo_workspace() as workspace:
+        width = min(100, shutil.get_terminal_size((100, 24)).columns)
+        transcript = LiveTranscript(workspace, width=width)
+        follow = asyncio.create_task(transcript.follow(), name="demo-transcript")
+        try:
+            async with bot_serving(stage, workspace) as (services, slack, url):
+                _describe_workspace(workspace, url)
+                _title(f"#{INCIDENTS.name}, as it happens")
+                run = await _incident(workspace, slack, services, transcript)
+        finally:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
+            transcript.flush()  # what arrived while the bot shut down
     if run is None:
         return False
     _say(f"Run {run.id} {run.status.value}.")
     _say()
     return run.status is RunStatus.SUCCEEDED
+
+
+async def _serve_page(stage: DemoStage, docker: aiodocker.Docker, port: int) -> None:
+    """The workspace as a page in the browser; people act there, until Ctrl-C."""
+    async with (
+        demo_workspace() as workspace,
+        bot_serving(stage, workspace) as (services, slack, url),
+    ):
+        busy = rollback_running(services.store, ENVIRONMENT)
+        panel = EnvironmentPanel(docker, stage.project, stage.shop, stage.backups, busy=busy)
+        people = [
+            Person(ALICE.id, "requester"),
+            Person(BOB.id, "approver"),
+            Person(CAROL.id, "contact"),
+            Person(DAVE.id, "outsider"),
+        ]
+        async with WorkspacePage(
+            workspace, slack, channel=INCIDENTS.id, people=people, panel=panel, port=port
+        ) as page:
+            _describe_workspace(workspace, url)
+            _title("In the browser")
+            _say(f"  Open {page.url}")
+            _say(f"  As alice, type /rollback {ENVIRONMENT}; switch to bob and click Approve.")
+            _say("  Ctrl-C ends the demo and removes everything it made.")
+            _say()
+            await asyncio.Event().wait()  # until Ctrl-C cancels it
 
 
 async def _incident(
@@ -380,12 +435,26 @@ async def _finished_run(services: Services, timeout: float) -> RunRecord:
             await asyncio.sleep(0.1)
 
 
-async def run_demo(*, rows: int, slack: bool = True) -> int:
+async def run_demo(
+    *, rows: int, slack: bool = True, web_port: int | None = None, scenario: str | None = None
+) -> int:
     """Set up, play the incident (in the sandbox Slack workspace, or on the command line),
-    check that every table equals the backup, clean up; 0 only when all went well."""
+    check that every table equals the backup, clean up; 0 only when all went well.
+
+    With ``web_port`` (0: a free port) the workspace is served as a page in the browser
+    instead, where people play the incident themselves, until Ctrl-C. With ``scenario``,
+    the game days play instead (:mod:`sandbox.scenarios`).
+    """
+    if scenario is not None:
+        from sandbox.scenarios import run_scenarios  # it builds on this module
+
+        return await run_scenarios(scenario, rows=rows)
     docker = aiodocker.Docker()
     try:
         async with _demo_stage(docker, rows=rows) as stage:
+            if web_port is not None:
+                await _serve_page(stage, docker, web_port)  # ends with Ctrl-C
+                return 0
             ok = await (_play_in_slack(stage) if slack else _play_on_command_line(stage))
             same = await table_checksums(stage.shop) == stage.expected
             _say(f"  shop database now:                  {await _counts(stage.shop)}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks: PostgreSQL server and client programs, a static
-# busybox (the demo and test images are built FROM scratch with it), and the package
+# busybox (the demo and test images are built FROM scratch with it), chromium (the sandbox
+# page's tests drive it through Playwright, which downloads no browser), and the package
 # with its test extras. Safe to run again; it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 packages=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 dpkg -s busybox-static >/dev/null 2>&1 || packages+=(busybox-static)
+[ -x /usr/bin/chromium ] || packages+=(chromium)
 if [ ${#packages[@]} -gt 0 ]; then
     sudo_cmd=()
     [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)

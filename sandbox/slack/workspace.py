@@ -145,6 +145,8 @@ class SandboxWorkspace:
         self.user_actions: list[UserAction] = []
         self.ratelimited_count = 0
         self.ratelimited_by_method: Counter[str] = Counter()
+        self.revision = 0
+        """Counts state changes: a viewer redraws when it moves."""
 
         self.add_user(User(id=bot_user_id, name=bot_name, real_name="Rollback Bot", is_bot=True))
         for user in users:
@@ -490,6 +492,7 @@ class SandboxWorkspace:
     # ------------------------------------------------------------------ state changes
 
     def _touch(self) -> None:
+        self.revision += 1
         if self._changed is not None:
             self._changed.set()
             self._changed = asyncio.Event()

@@ -9,6 +9,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from sandbox.slack import Channel, SandboxWorkspace, User, UserGroup
 
+# A running bot on a real stage, for the page's tests.
+from tests.handlers.conftest import bot, make_bot  # noqa: F401
+
 BOT_TOKEN = "xoxb-sandbox-test-token"
 SIGNING_SECRET = "sandbox-signing-secret"
 
