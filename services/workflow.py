@@ -21,7 +21,6 @@ from services.containers import Container
 from services.database import DatabaseTarget
 from services.environments import Environment, Strategy
 from services.errors import (
-    BackupError,
     ContainerError,
     DeadlineExceeded,
     NoContainers,
@@ -773,7 +772,7 @@ async def _execute_owned(
             result.backup_sha256 = copy.sha256
         else:
             result.backup_sha256 = preparation.sha256
-    except (PreparationFailed, BackupError) as error:
+    except RollbackError as error:  # a failed preparation, a changed copy, a deadline
         result.error = str(error)
         result.environment_state = (
             f"{plan.environment.name} was not touched: nothing was stopped and the live "
