@@ -157,7 +157,6 @@ class Rollbacks:
             self._start(run_id, outcome.start)
             await self.observer.approved(run_id)
         elif outcome.counted and decision is not Decision.APPROVE:
-            await self.observer.finished(run_id)
             self._closed(run_id, Notice.FINISHED, was=outcome.previous)
         return outcome
 
@@ -167,16 +166,21 @@ class Rollbacks:
             self.services, self.directory, environment=environment, actor=Actor(user)
         )
         self.live.refresh(run.id)
-        await self.observer.finished(run.id)
         self._closed(run.id, Notice.FINISHED, was=run.status)
         return run
 
     def _closed(self, run_id: str, notice: Notice, *, was: RunStatus | None = None) -> None:
-        """A run that will not execute: no staging database left, the contacts told. An
-        approved one being started here reports by itself when it finds it cancelled."""
+        """A run that will not execute: counted, no staging database left, the contacts
+        told. An approved one being started here reports by itself when it finds it
+        cancelled."""
         self._discard(run_id)
         if was is not RunStatus.APPROVED:
-            self.tasks.spawn(self.notify(run_id, notice), name=f"notify-{run_id}")
+
+            async def tell() -> None:
+                await self.observer.finished(run_id)
+                await self.notify(run_id, notice)
+
+            self.tasks.spawn(tell(), name=f"notify-{run_id}")
 
     def _prepare(self, run_id: str, plan: RollbackPlan) -> None:
         """Start the non-destructive work now; the cut-over waits for it (and approval).
@@ -390,10 +394,8 @@ class Rollbacks:
         await self.recover()
         result = await approvals.sweep(self.services)
         for run in result.expired:
-            await self.observer.finished(run.id)
-            self._discard(run.id)
             self.live.refresh(run.id)
-            await self.notify(run.id, Notice.EXPIRED)
+            self._closed(run.id, Notice.EXPIRED)
         self._sweeps += 1
         if self._sweeps % 60 == 1:  # now and then: old databases past their time
             for name in await expire_old_databases(self.services):

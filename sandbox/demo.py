@@ -124,6 +124,15 @@ usergroups = ["{SRE.id}"]
     return path
 
 
+async def execute_sql(dsn: str, sql: str) -> None:
+    """Run SQL on the demo's database (a connection of its own, always closed)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
 async def _counts(dsn: str) -> str:
     connection = await asyncpg.connect(dsn)
     try:
@@ -179,12 +188,11 @@ async def _demo_stage(docker: aiodocker.Docker, *, rows: int) -> AsyncIterator[D
             target = DatabaseTarget(shop, PgTools(cluster.bin_dir))
             stamp = datetime.now(UTC) - timedelta(hours=26)
             await dump_database(target, backups / f"pre-deployment-{stamp:%Y%m%d-%H%M%S}.dump")
-            connection = await asyncpg.connect(shop)
-            await connection.execute(
+            await execute_sql(
+                shop,
                 "INSERT INTO customers (name, email) SELECT 'c' || g, 'c' || g || '@shop.test'"
-                " FROM generate_series(1, 50) g"
+                " FROM generate_series(1, 50) g",
             )
-            await connection.close()
             stamp = datetime.now(UTC) - timedelta(hours=2)
             newest = await dump_database(
                 target, backups / f"pre-migration-{stamp:%Y%m%d-%H%M%S}.dump"
@@ -202,9 +210,7 @@ async def _demo_stage(docker: aiodocker.Docker, *, rows: int) -> AsyncIterator[D
                 image,
             )
             _say(f"  Compose project {name}: web (health endpoint), worker")
-            connection = await asyncpg.connect(shop)
-            await connection.execute(BAD_DEPLOYMENT)
-            await connection.close()
+            await execute_sql(shop, BAD_DEPLOYMENT)
             _say(f"  after a bad deployment:             {await _counts(shop)}")
             _say()
             yield DemoStage(

@@ -33,6 +33,7 @@ from sandbox.demo import (
     DemoStage,
     bot_serving,
     demo_workspace,
+    execute_sql,
 )
 from sandbox.demo_environment import (
     DatabaseSnapshot,
@@ -241,7 +242,9 @@ async def _game(
         backups_dir.mkdir(parents=True)
         for i, prefix in enumerate(backups):
             if i:  # the business went on between two backups
-                await _execute(dsn, "INSERT INTO customers (name, email) VALUES ('n', 'n@x.test')")
+                await execute_sql(
+                    dsn, "INSERT INTO customers (name, email) VALUES ('n', 'n@x.test')"
+                )
             stamp = datetime.now(UTC) - timedelta(hours=2 * (len(backups) - i))
             path = backups_dir / f"{prefix}-{stamp:%Y%m%d-%H%M%S}.dump"
             newest = (await dump_database(target, path)).name
@@ -254,7 +257,7 @@ async def _game(
             [ServiceSpec("web", "web"), ServiceSpec("worker", "worker")],
             ground.image,
         )
-        await _execute(dsn, damage)
+        await execute_sql(dsn, damage)
         config = folder / "rollback.toml"
         config.write_text(
             _environment_toml(
@@ -282,14 +285,6 @@ async def _game(
             bot_serving(stage, workspace, OPTIONS) as (services, slack, _),
         ):
             yield Game(name, stage, at_backup, workspace, services, slack, ground.docker)
-
-
-async def _execute(dsn: str, sql: str) -> None:
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
 
 
 async def _health_fails_now(game: Game) -> bool:

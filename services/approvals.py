@@ -206,7 +206,15 @@ async def _cancel(services: Services, run: RunRecord, user: str, reason: str = "
     await services.store.append_event(
         run.id, "cancelled", actor=user, detail={"reason": reason} if reason else None
     )
+    await _discard_copy(services, run)
     return run
+
+
+async def _discard_copy(services: Services, run: RunRecord) -> None:
+    """A run that will not execute leaves no copy of its approved bytes behind."""
+    environment = services.environments.get(run.environment)
+    if environment is not None:
+        await approved_copy.discard_copy(services, environment, run.backup_sha256)
 
 
 async def cancellable_run(services: Services, environment: str) -> RunRecord:
@@ -352,9 +360,7 @@ async def _close(
         _ensure_open(await services.store.get(run.id))
         raise ApprovalError(run.id, "This rollback changed meanwhile; nothing was done.")
     await services.store.append_event(run.id, status.value, actor=user)
-    await approved_copy.discard_copy(
-        services, services.environment(run.environment), run.backup_sha256
-    )
+    await _discard_copy(services, run)
     return DecisionOutcome(run.id, decision, True, 0, required)
 
 
@@ -364,9 +370,7 @@ async def expire(services: Services, run: RunRecord) -> bool:
         run.id, status=RunStatus.EXPIRED, expect=(RunStatus.AWAITING_APPROVAL,)
     ):
         await services.store.append_event(run.id, "expired")
-        environment = services.environments.get(run.environment)
-        if environment is not None:
-            await approved_copy.discard_copy(services, environment, run.backup_sha256)
+        await _discard_copy(services, run)
         return True
     return False
 

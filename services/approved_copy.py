@@ -89,7 +89,12 @@ def _copy_and_hash(source: Path, folder: Path) -> ApprovedCopy:
 async def take_copy(backup: Backup, backups_dir: Path) -> ApprovedCopy:
     """Copy the backup into the bot's folder, hashing the bytes copied; fsynced, read-only."""
     try:
-        return await asyncio.to_thread(_copy_and_hash, backup.path, copy_folder(backups_dir))
+        # A symlink chosen by name was checked to stay inside the folder; its target is
+        # what is copied (the copy itself then never follows a link swapped in later).
+        source = await asyncio.to_thread(backup.path.resolve, True)
+        if not source.is_relative_to(await asyncio.to_thread(backups_dir.resolve)):
+            raise BackupError(f"{backup.name} no longer points inside the backups folder")
+        return await asyncio.to_thread(_copy_and_hash, source, copy_folder(backups_dir))
     except OSError as error:
         raise BackupError(
             f"Cannot keep a copy of {backup.name} for the rollback: {error.strerror or error}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import stat
 from dataclasses import dataclass
@@ -203,16 +202,3 @@ async def inspect_archive(
             if len(fields) >= 7 and fields[3:5] == ["TABLE", "DATA"]:
                 tables.append(f"{fields[5]}.{fields[6]}")
     return ArchiveContents(database, entries, tuple(tables))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-async def checksum(backup: Backup) -> str:
-    """SHA-256 of the dump, binding an approval to the exact file approved."""
-    return await asyncio.to_thread(_sha256, backup.path)

@@ -414,7 +414,7 @@ async def restore_into_staging(
             returncode = await process.wait()
     except BaseException as error:
         await processes.kill(process)
-        await drop_database(target, names.staging)
+        await asyncio.shield(drop_database(target, names.staging))
         if isinstance(error, TimeoutError):
             raise DeadlineExceeded(
                 f"restoring {backup.name} into the staging database",

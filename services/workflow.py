@@ -738,14 +738,9 @@ async def execute_rollback(
         ):
             run = await services.store.get(run_id)
             raise RunConflict(plan.environment.name, run_id, f"nobody: it is {run.status.value}")
-        sha256: list[str | None] = [None]
         try:
-            return await _execute_owned(services, plan, run_id, listener, sha256)
+            return await _execute_owned(services, plan, run_id, listener)
         finally:
-            with contextlib.suppress(Exception):  # a leftover copy is the sweep's
-                await asyncio.shield(
-                    approved_copy.discard_copy(services, plan.environment, sha256[0])
-                )
             if report is not None:
                 # Still owned while reporting: a process that finds the run finished,
                 # unreported and unowned knows its reporter died (see unreported_runs).
@@ -756,15 +751,27 @@ async def execute_rollback(
 
 
 async def _execute_owned(
+    services: Services, plan: RollbackPlan, run_id: str, listener: Listener
+) -> RollbackResult:
+    result = RollbackResult(run_id=run_id, ok=False, strategy=plan.strategy.value)
+    try:
+        return await _execute_steps(services, plan, run_id, listener, result)
+    finally:
+        with contextlib.suppress(Exception):  # a leftover copy is the sweep's
+            await asyncio.shield(
+                approved_copy.discard_copy(services, plan.environment, result.backup_sha256)
+            )
+
+
+async def _execute_steps(
     services: Services,
     plan: RollbackPlan,
     run_id: str,
     listener: Listener,
-    sha256: list[str | None],
+    result: RollbackResult,
 ) -> RollbackResult:
     recorder = StepRecorder(services, run_id, listener)
     run = Execution(services, plan, recorder)
-    result = RollbackResult(run_id=run_id, ok=False, strategy=plan.strategy.value)
     try:
         preparation = await _ensure_prepared(services, plan, run_id, recorder)
         if preparation.names is None:
@@ -781,7 +788,6 @@ async def _execute_owned(
         collect_result(result, recorder, run)
         await _finish_reported(services, run_id, result)
         return result
-    sha256[0] = result.backup_sha256
     # Whoever takes this run over removes the copy of these bytes with it.
     await recorder.journal(Step.PREFLIGHT, approved_sha256=result.backup_sha256)
     names = preparation.names

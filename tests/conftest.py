@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -310,3 +311,10 @@ def bot_log(
     finally:
         root.removeHandler(handler)
         root.setLevel(saved)
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -409,7 +409,7 @@ def _recovery_blocks(view: RunView) -> list[Block]:
     ]
     if view.run.status is not RunStatus.INTERRUPTED:
         return blocks
-    env = truncate(view.run.environment, 60)
+    env = escape(truncate(view.run.environment, 60))
     data = recovery.get("data")
     resume_text = {
         "changed": "checks health and finishes the rollback",

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import re
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from sandbox.slack import RateLimit, SandboxWorkspace, SlackUser
 from sandbox.slack.slack_user import SocketModeUser
 from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.run_store import RunStatus
-from tests.conftest import bot_log
+from tests.conftest import bot_log, free_port
 from tests.handlers.conftest import (
     ALERTS,
     ALICE,
@@ -46,12 +45,6 @@ from tests.services.conftest import Stage
 
 APP_TOKEN = "xapp-1-A0SANDBOX-1-metrics-app-token"
 GHOST = "U0GHOST"  # a contact the workspace does not know: the DM to them fails
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

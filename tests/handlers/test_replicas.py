@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -23,15 +22,10 @@ from sandbox.slack import Message, SandboxWorkspace, SlackUser, render_message
 from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.run_store import RunRecord, RunStatus, RunStore
 from tests.bot.test_cli import write_config as write_cli_config
+from tests.conftest import free_port
 from tests.handlers.conftest import ALICE, BOB, BOT_TOKEN, CAROL, INCIDENTS, SIGNING_SECRET
 from tests.services.conftest import Stage, change_after_backup, container_states
 from tests.services.test_recovery import grow_and_back_up
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def write_config(stage: Stage, folder: Path) -> Path:
@@ -76,9 +70,22 @@ async def start_serve(
             writer.close()
             return process
         except OSError:
-            assert process.returncode is None, tail(log)
+            if process.returncode is not None:
+                break
             await asyncio.sleep(0.1)
+    await stop(process)  # never left running behind a failed start
     raise AssertionError(f"serve did not listen on {port}: {tail(log)}")
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 30 s."""
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 def tail(log: Path, size: int = 3000) -> str:
@@ -103,9 +110,12 @@ async def test_two_replicas_one_killed_mid_run_the_other_recovers_and_resumes(
         bot_token=BOT_TOKEN, users=[ALICE, BOB, CAROL], channels=[INCIDENTS]
     ) as ws:
         port_a, port_b = free_port(), free_port()
-        replica_a = await start_serve(port_a, config, pg, ws, log_a)
-        replica_b = await start_serve(port_b, config, pg, ws, log_b)
+        started: list[asyncio.subprocess.Process] = []
         try:
+            replica_a = await start_serve(port_a, config, pg, ws, log_a)
+            started.append(replica_a)
+            replica_b = await start_serve(port_b, config, pg, ws, log_b)
+            started.append(replica_b)
             async with (
                 SlackUser(ws, f"http://127.0.0.1:{port_a}/slack/events", SIGNING_SECRET) as a,
                 SlackUser(ws, f"http://127.0.0.1:{port_b}/slack/events", SIGNING_SECRET) as b,
@@ -164,6 +174,7 @@ async def test_two_replicas_one_killed_mid_run_the_other_recovers_and_resumes(
 
                 # Killed after the run finished, before its report: A reports it.
                 replica_b = await start_serve(port_b, config, pg, ws, log_b)
+                started.append(replica_b)
                 await a.send_command(ALICE.id, INCIDENTS.id, "/rollback", stage.environment.name)
                 second = await ws.wait_for(
                     lambda: next((m for m in ws.messages(INCIDENTS.id) if m.ts != plan.ts), None),
@@ -189,10 +200,8 @@ async def test_two_replicas_one_killed_mid_run_the_other_recovers_and_resumes(
                 )
                 await ws.wait_for(lambda: ": done" in shown(plan_now(ws, second)), 15)
         finally:
-            for process in (replica_a, replica_b):
-                if process.returncode is None:
-                    process.terminate()
-                    await asyncio.wait_for(process.wait(), 30)
+            for process in started:
+                await stop(process)
     assert "Traceback" not in tail(log_a, 10**9)
 
 

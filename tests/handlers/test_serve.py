@@ -12,15 +12,9 @@ from bot.settings import Settings
 from sandbox.slack import SandboxWorkspace, SlackUser, render_message
 from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.errors import ConfigError
-from tests.conftest import bot_log
+from tests.conftest import bot_log, free_port
 from tests.handlers.conftest import ALICE, BOT_TOKEN, INCIDENTS, SIGNING_SECRET
 from tests.services.conftest import Stage
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_serve_answers_signed_requests_over_http(stage: Stage, pg: ThrowawayPostgres) -> None:

@@ -59,22 +59,25 @@ class Killed:
 
 
 async def kill_during(
-    stage: Stage, pg: ThrowawayPostgres, config: Path, reached: Predicate
+    stage: Stage,
+    pg: ThrowawayPostgres,
+    config: Path,
+    reached: Predicate,
+    command: str = "rollback",
+    *,
+    argv: list[str] | None = None,
 ) -> RunRecord:
-    """Run the rollback in its own process and SIGKILL it once `reached` holds."""
+    """Run `command` (rollback, undo) in its own process, or a bot process given by
+    `argv`, and SIGKILL it once `reached` holds."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "bot.cli",
-        "--config",
-        str(config),
-        "rollback",
+        *(argv or ["-m", "bot.cli", "--config", str(config), command]),
         stage.environment.name,
-        "--yes",
+        *([] if argv else ["--yes"]),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **store_env(pg)},
+        env={**os.environ, **store_env(pg), "ROLLBACK_CONFIG": str(config)},
     )
     store = stage.services.store
     loop = asyncio.get_running_loop()
@@ -369,36 +372,16 @@ async def test_no_room_mode_killed_after_the_wipe_puts_the_data_back(
     """Issue 7, item 5: the wipe committed, the restore did not; the database was empty.
     Recovery restores the safety backup: exactly the pre-rollback data, never empty."""
     config, killed = await prepared_stage(stage, tmp_path, "in-place")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        NO_ROOM_ROLLBACK,
-        stage.environment.name,
-        stdin=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **store_env(pg), "ROLLBACK_CONFIG": str(config)},
-    )
-    store = stage.services.store
-    deadline = asyncio.get_running_loop().time() + 90
-    try:
-        while True:
-            run = await store.active_run(stage.environment.name)
-            xid = run.journal.get("wipe_xid") if run is not None else None
-            if (
-                run is not None
-                and isinstance(xid, int)
-                and "restore_xid" in run.journal
-                and await database.transaction_status(stage.target(), xid) == "committed"
-            ):
-                process.kill()
-                break
-            assert process.returncode is None, await process.stderr.read()  # type: ignore[union-attr]
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.005)
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
+
+    async def wiped(run: RunRecord, stage: Stage) -> bool:
+        xid = run.journal.get("wipe_xid")
+        return (
+            isinstance(xid, int)
+            and "restore_xid" in run.journal
+            and await database.transaction_status(stage.target(), xid) == "committed"
+        )
+
+    run = await kill_during(stage, pg, config, wiped, argv=["-c", NO_ROOM_ROLLBACK])
     killed.run = run
     shown = await recover(stage, pg, config)
     await assert_consistent(stage, docker, killed, "unchanged", shown)
@@ -448,3 +431,24 @@ async def test_killed_then_postgres_down_at_recovery_is_reported_unknown_then_re
     await choose(staged, pg, config, "resume")
     assert await database_snapshot(dsn) == killed.backup
     assert (await stage.services.store.get(run.id)).status is RunStatus.SUCCEEDED
+
+
+async def test_undo_killed_after_its_swap_back_is_recovered(
+    stage: Stage, pg: ThrowawayPostgres, docker: aiodocker.Docker, tmp_path: Path
+) -> None:
+    """Issue 7: the undo (what Abort and restore runs after a swap) is itself killed after
+    its renames: recovery records it as done, the pre-rollback data is live, the containers
+    it stopped run again, and the environment is free."""
+    config, killed = await prepared_stage(stage, tmp_path, "swap")
+    code, out, err = await cli(
+        "--config", str(config), "rollback", stage.environment.name, "--yes", env=store_env(pg)
+    )
+    assert code == 0, out + err
+    assert await database_snapshot(stage.dsn) == killed.backup
+    # For the undo, "changed" means its own target is live: the pre-rollback data.
+    killed.run = await kill_during(stage, pg, config, journal_has(swap_back="done"), command="undo")
+    assert killed.run.kind == "undo"
+    killed.backup, killed.before = killed.before, killed.backup
+    shown = await recover(stage, pg, config)
+    await assert_consistent(stage, docker, killed, "changed", shown)
+    assert "the undo's swap had happened" in shown
