@@ -200,3 +200,16 @@ async def test_sweep_removes_only_copies_no_active_run_refers_to(
     removed = await approved_copy.sweep_copies(stage.services, grace_seconds=grace)
     assert bound.plan.approved.path.exists() == (grace > 0)
     assert bool(removed) == (grace == 0)
+
+
+async def test_a_symlink_inside_the_folder_chosen_by_name_is_copied_from_its_target(
+    stage: Stage,
+) -> None:
+    """issue 8: a symlink staying inside the backups folder is usable by name; its target's
+    bytes are the approved ones (the copy used to be refused by O_NOFOLLOW)."""
+    link = stage.environment.backups_dir / "latest.dump"
+    link.symlink_to(stage.backup.path.name)
+    bound = await bind_plan(stage.services, stage.environment.name, link.name)
+    assert bound.plan.backup.name == "latest.dump"
+    assert bound.plan.approved is not None
+    assert bound.plan.approved.path.read_bytes() == stage.backup.path.read_bytes()
