@@ -149,11 +149,12 @@ def _git_target(
         url = str(base / url)
     unfit = remote_url.url_problems(entry.url, sends_token=bool(entry.token_env))
     problems += [f"{key}.url: {p}" for p in unfit]
-    if entry.version_url is not None and urlsplit(entry.version_url).scheme not in (
-        "http",
-        "https",
-    ):
-        problems.append(f"{key}.version_url: must be an http:// or https:// URL")
+    if entry.version_url is not None:
+        version = urlsplit(entry.version_url)
+        if version.scheme not in ("http", "https") or not version.hostname:
+            problems.append(f"{key}.version_url: must be an http:// or https:// URL")
+        elif "@" in version.netloc:
+            problems.append(f"{key}.version_url: must not contain a user name or password")
     # The same rule as credentials_from_environment: a token is never empty.
     if entry.token_env is not None and not os.environ.get(entry.token_env):
         problems.append(f"{key}.token_env: variable {entry.token_env} is not set")

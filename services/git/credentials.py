@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from pygit2.enums import CredentialType
 
 from services.environments import GitTarget
-from services.errors import ConfigError, DeadlineExceeded, GitAuthFailed
+from services.errors import ConfigError, GitAuthFailed, GitRemoteError
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,9 @@ class TransferCallbacks(pygit2.RemoteCallbacks):
 
     def _in_time(self) -> None:
         if time.monotonic() > self.deadline:
-            raise DeadlineExceeded(f"{self.operation} {self.remote_display}", self.seconds)
+            raise GitRemoteError(
+                self.operation, self.remote_display, f"timed out after {self.seconds:g} s"
+            )
 
     def sideband_progress(self, string: str) -> None:
         self._in_time()

@@ -18,7 +18,7 @@ from services import names
 from services.environments import DeployedSource, GitTarget
 from services.errors import DeployedCommitUnknown, UnknownCommit, VersionNotReported
 from services.git.credentials import GitCredentials
-from services.git.remote_url import display_url
+from services.git.remote_url import display_url, scrub
 from services.git.working_copy import WorkingCopy, open_working_copy
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,17 @@ def _field(document: Any, path: str) -> Any:
     return document
 
 
+async def _read_bounded(answer: aiohttp.ClientResponse) -> bytes:
+    """At most MAX_VERSION_BYTES + 1 bytes of the body (one more tells it is too large)."""
+    body = b""
+    while len(body) <= MAX_VERSION_BYTES:
+        chunk = await answer.content.read(MAX_VERSION_BYTES + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return body
+
+
 async def reported_version(target: GitTarget, http: aiohttp.ClientSession) -> str:
     """The commit sha (a prefix of 7+ hex digits, lowercased) the version endpoint reports."""
     if not target.version_url:
@@ -48,13 +59,14 @@ async def reported_version(target: GitTarget, http: aiohttp.ClientSession) -> st
         async with http.get(target.version_url, timeout=timeout, allow_redirects=False) as answer:
             if answer.status != 200:
                 raise DeployedCommitUnknown(source, f"it answered HTTP {answer.status}")
-            body = await answer.content.read(MAX_VERSION_BYTES + 1)
+            body = await _read_bounded(answer)
     except TimeoutError:
         raise DeployedCommitUnknown(
             source, f"no answer within {target.version_timeout_seconds:g} s"
         ) from None
     except aiohttp.ClientError as error:
-        raise DeployedCommitUnknown(source, f"{type(error).__name__}: {error}") from None
+        reason = scrub(f"{type(error).__name__}: {error}", ())
+        raise DeployedCommitUnknown(source, reason) from None
     if len(body) > MAX_VERSION_BYTES:
         raise DeployedCommitUnknown(source, f"its answer is larger than {MAX_VERSION_BYTES} bytes")
     try:

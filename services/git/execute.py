@@ -14,6 +14,7 @@ from services.environments import GitTarget
 from services.errors import BranchMoved, GitError, RevertConflict
 from services.git.credentials import GitCredentials
 from services.git.plan import CodePlan, revert_onto
+from services.git.remote_url import display_url
 from services.git.working_copy import WorkingCopy, open_working_copy
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,11 @@ async def execute_code_rollback(
     nothing pushed; else make the plan's revert commits (committer: the bot; messages name
     the run and the requester) and push them, fast-forward only. Run twice for the same run,
     it finds its own push and returns it (`already_pushed`)."""
-    if plan.branch != target.branch:
-        raise GitError(f"The plan is for branch {plan.branch}, the target's is {target.branch}.")
+    if (plan.remote, plan.branch) != (display_url(target.url), target.branch):
+        raise GitError(
+            f"The plan is for {plan.branch} of {plan.remote}; the environment's code is now "
+            f"{target.branch} of {display_url(target.url)}: make the plan again."
+        )
     if plan.conflicts and plan.conflict_commit:
         subject = next((c.subject for c in plan.reverts if c.sha == plan.conflict_commit), "")
         raise RevertConflict(plan.conflict_commit, subject, plan.conflicts)

@@ -21,6 +21,8 @@ from services.git.deployed import find_deployed, reported_version
 from services.git.working_copy import WorkingCopy, open_working_copy
 
 MAX_REQUESTER_CHARS = 200
+# How far down the first parents an error message looks to say why a commit is refused.
+FIRST_PARENT_SEARCH = 10_000
 
 
 @dataclass(frozen=True)
@@ -182,61 +184,76 @@ def _first_parent_chain(
     return chain
 
 
-def _plan(copy: WorkingCopy, requested: str | None, reported: str | None) -> CodePlan:
-    repository, target = copy.repository, copy.target
-    tip = copy.fetch()
-    pending: list[pygit2.Commit] = []
-    deployed = None
-    if requested is None:
-        deployed = find_deployed(copy, tip, reported)
-        if not deployed.parents:
-            raise NothingToRevert(
-                target.branch, str(deployed.id)[:7], "the deployed commit is the first one"
-            )
-        if deployed.id != tip.id and not repository.descendant_of(tip.id, deployed.id):
-            raise NotOnBranch(
-                str(deployed.id)[:7],
-                target.branch,
-                "the deployed commit is not in the branch's history",
-            )
-        reverts = [deployed]
-        goal = deployed.parents[0]
-        walker = repository.walk(tip.id)
-        walker.hide(deployed.id)
-        pending = [c for _, c in zip(range(target.max_revert_commits), walker, strict=False)]
-    else:
-        goal = copy.resolve(requested)
-        short = str(goal.id)[:7]
-        if goal.id == tip.id:
-            raise NothingToRevert(target.branch, short, f"{target.branch} is at {short} already")
-        if not repository.descendant_of(tip.id, goal.id):
-            raise NotOnBranch(short, target.branch, f"it is not in the history of {target.branch}")
-        chain = _first_parent_chain(tip, goal, target.max_revert_commits)
-        if chain is None:
-            within = _first_parent_chain(tip, goal, 10**6) is not None
-            raise NotOnBranch(
-                short,
-                target.branch,
-                f"it is more than {target.max_revert_commits} commits behind the tip "
-                "(max_revert_commits)"
-                if within
-                else f"it came in through a merge; name the merge commit on {target.branch} "
-                "or a commit made on it",
-            )
-        reverts = chain
+def _deployed_change(
+    copy: WorkingCopy, tip: pygit2.Commit, reported: str | None
+) -> tuple[pygit2.Commit, list[pygit2.Commit]]:
+    """The deployed commit, and the commits after it on the branch (they stay)."""
+    repository, branch = copy.repository, copy.target.branch
+    deployed = find_deployed(copy, tip, reported)
+    short = str(deployed.id)[:7]
+    if not deployed.parents:
+        raise NothingToRevert(branch, short, "the deployed commit is the first one")
+    if deployed.id != tip.id and not repository.descendant_of(tip.id, deployed.id):
+        raise NotOnBranch(short, branch, "the deployed commit is not in the branch's history")
+    walker = repository.walk(tip.id)
+    walker.hide(deployed.id)
+    limit = copy.target.max_revert_commits
+    return deployed, [c for _, c in zip(range(limit), walker, strict=False)]
+
+
+def _commits_after(
+    copy: WorkingCopy, tip: pygit2.Commit, goal: pygit2.Commit
+) -> list[pygit2.Commit]:
+    """The branch's own commits after `goal`, newest first: reverting them gives its tree."""
+    repository, branch = copy.repository, copy.target.branch
+    limit = copy.target.max_revert_commits
+    short = str(goal.id)[:7]
+    if goal.id == tip.id:
+        raise NothingToRevert(branch, short, f"{branch} is at {short} already")
+    if not repository.descendant_of(tip.id, goal.id):
+        raise NotOnBranch(short, branch, f"it is not in the history of {branch}")
+    chain = _first_parent_chain(tip, goal, limit)
+    if chain is not None:
+        return chain
+    if _first_parent_chain(tip, goal, FIRST_PARENT_SEARCH) is not None:
+        raise NotOnBranch(
+            short, branch, f"it is more than {limit} commits behind the tip (max_revert_commits)"
+        )
+    raise NotOnBranch(
+        short,
+        branch,
+        f"it came in through a merge; name the merge commit on {branch} or a commit made on it",
+    )
+
+
+def _simulate(
+    repository: pygit2.Repository, tip: pygit2.Commit, reverts: list[pygit2.Commit]
+) -> tuple[pygit2.Tree | None, tuple[str, ...], str | None]:
+    """The tree after every revert, or the first conflict: (None, files, its commit)."""
     ours = tip.tree
-    conflicts: tuple[str, ...] = ()
-    conflict_commit = None
     for commit in reverts:
         tree, conflicts = revert_onto(repository, ours, commit)
         if tree is None:
-            conflict_commit = str(commit.id)
-            break
+            return None, conflicts, str(commit.id)
         ours = tree
+    return ours, (), None
+
+
+def _plan(copy: WorkingCopy, requested: str | None, reported: str | None) -> CodePlan:
+    tip = copy.fetch()
+    deployed: pygit2.Commit | None = None
+    pending: list[pygit2.Commit] = []
+    if requested is None:
+        deployed, pending = _deployed_change(copy, tip, reported)
+        reverts, goal = [deployed], deployed.parents[0]
+    else:
+        goal = copy.resolve(requested)
+        reverts = _commits_after(copy, tip, goal)
+    tree, conflicts, conflict_commit = _simulate(copy.repository, tip, reverts)
     infos = tuple(CommitInfo.of(c) for c in reverts)
     return CodePlan(
         remote=copy.remote_display,
-        branch=target.branch,
+        branch=copy.target.branch,
         tip=str(tip.id),
         target=str(goal.id),
         requested=requested,
@@ -246,8 +263,8 @@ def _plan(copy: WorkingCopy, requested: str | None, reported: str | None) -> Cod
         pending=tuple(CommitInfo.of(c) for c in pending),
         conflicts=conflicts,
         conflict_commit=conflict_commit,
-        result_tree=None if conflicts else str(ours.id),
-        tree_matches_target=not conflicts and ours.id == goal.tree.id,
+        result_tree=str(tree.id) if tree is not None else None,
+        tree_matches_target=tree is not None and tree.id == goal.tree.id,
     )
 
 

@@ -18,17 +18,18 @@ from services import names
 from services.environments import GitTarget
 from services.errors import (
     BranchMoved,
-    DeadlineExceeded,
     GitError,
     GitRemoteError,
     UnknownCommit,
 )
 from services.git.credentials import GitCredentials, TransferCallbacks
-from services.git.remote_url import display_url, scrub
+from services.git.remote_url import display_url, is_local_path, scrub
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "rollback-bot.lock"
+# What pygit2 raises for libgit2's error codes (not found: KeyError, invalid: ValueError).
+LIBGIT2_ERRORS = (pygit2.GitError, KeyError, ValueError, OSError)
 _LOCK_POLL_SECONDS = 0.05
 
 
@@ -44,10 +45,9 @@ def _locked(folder: Path, seconds: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise DeadlineExceeded(
-                        f"waiting for the git working copy {folder}",
-                        seconds,
-                        "another fetch or push of it is running",
+                    raise GitError(
+                        f"The git working copy {folder} is busy: another fetch or push of it "
+                        f"did not end within {seconds:g} s."
                     ) from None
                 time.sleep(_LOCK_POLL_SECONDS)
         try:
@@ -84,8 +84,7 @@ class WorkingCopy:
         self.credentials = credentials
         self.repository = repository
         self.remote_display = display_url(target.url)
-        names = list(repository.remotes.names())
-        if target.remote not in names:
+        if target.remote not in set(repository.remotes.names()):
             repository.remotes.create(target.remote, target.url)
         elif repository.remotes[target.remote].url != target.url:
             repository.remotes.set_url(target.remote, target.url)
@@ -104,8 +103,13 @@ class WorkingCopy:
             self.credentials, operation, self.remote_display, time.monotonic() + seconds
         )
 
-    def _remote_error(self, operation: str, error: pygit2.GitError) -> GitRemoteError:
-        detail = scrub(str(error), (*self.credentials.secrets, self.target.url))
+    def _remote_error(self, operation: str, error: Exception) -> GitRemoteError:
+        url = self.target.url
+        if is_local_path(url) and not Path(url).is_dir():
+            return GitRemoteError(operation, self.remote_display, "no repository at this path")
+        detail = scrub(
+            str(error).replace(self.target.url, self.remote_display), self.credentials.secrets
+        )
         return GitRemoteError(operation, self.remote_display, detail or type(error).__name__)
 
     def _remote_tip(self, callbacks: TransferCallbacks, *, connect: bool) -> pygit2.Oid | None:
@@ -123,7 +127,7 @@ class WorkingCopy:
         try:
             self.remote.fetch(refspecs, callbacks=callbacks, prune=FetchPrune.PRUNE)
             tip = self._remote_tip(callbacks, connect=False)
-        except pygit2.GitError as error:
+        except LIBGIT2_ERRORS as error:
             raise self._remote_error("fetch from", error) from None
         if tip is None:
             raise GitError(f"Branch {branch} does not exist in {self.remote_display}.")
@@ -178,7 +182,7 @@ class WorkingCopy:
         failure = None
         try:
             self.remote.push([spec], callbacks=callbacks)
-        except pygit2.GitError as error:
+        except LIBGIT2_ERRORS as error:
             failure = self._remote_error("push to", error)
         if failure is None and not callbacks.rejected:
             log.info(
@@ -191,11 +195,12 @@ class WorkingCopy:
             return
         if failure is None:
             reasons = "; ".join(message for _, message in callbacks.rejected)
-            failure = GitRemoteError("push to", self.remote_display, f"refused: {reasons}")
+            detail = scrub(f"refused: {reasons}", self.credentials.secrets)
+            failure = GitRemoteError("push to", self.remote_display, detail)
         # Why it failed decides what to say: someone else moved the branch, or not.
         try:
             current = self._remote_tip(self._callbacks("look at"), connect=True)
-        except pygit2.GitError:
+        except LIBGIT2_ERRORS:
             raise failure from None
         if current != old_tip and current != new_tip:
             raise BranchMoved(self.target.branch, str(old_tip), str(current) if current else None)
@@ -208,5 +213,6 @@ class WorkingCopy:
 def open_working_copy(target: GitTarget, credentials: GitCredentials) -> Iterator[WorkingCopy]:
     """The bot's bare clone of `target`, created on first use, locked while in use."""
     folder = target.workdir
-    with _locked(folder, target.timeout_seconds):
+    # An operation is a fetch and at most a push, each bounded by timeout_seconds.
+    with _locked(folder, 2 * target.timeout_seconds):
         yield WorkingCopy(target, credentials, _open_repository(folder))

@@ -4,6 +4,7 @@ behind a token."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from services.errors import (
     ConfigError,
     DeployedCommitUnknown,
     GitAuthFailed,
+    GitError,
     GitRemoteError,
     InvalidCommit,
     NothingToRevert,
@@ -500,3 +502,52 @@ async def test_a_push_the_remote_refuses_says_why_and_pushes_nothing(
     assert str(raised.value).startswith(f"Could not push to {git_http.url('remote.git')}: ")
     assert "pre-receive hook declined" in str(raised.value)
     assert upstream.tip() == tip
+
+
+async def test_a_remote_that_never_answers_is_abandoned_at_the_timeout(tmp_path: Path) -> None:
+    """Every wait has a deadline: a remote that accepts and then says nothing."""
+
+    async def hang(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()
+        writer.close()
+
+    release = asyncio.Event()
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/app.git"
+    try:
+        target = GitTarget(url=url, workdir=tmp_path / "bot", timeout_seconds=0.5)
+        with pytest.raises(GitRemoteError) as raised:
+            await plan_code_rollback(target, NONE)
+        assert str(raised.value).startswith(f"Could not fetch from {url}: ")
+        assert "timed out" in str(raised.value)
+    finally:
+        release.set()
+        server.close()
+        await server.wait_closed()
+
+    missing = GitTarget(url=str(tmp_path / "gone.git"), workdir=tmp_path / "bot")
+    with pytest.raises(GitRemoteError) as raised:
+        await plan_code_rollback(missing, NONE)
+    assert (
+        str(raised.value)
+        == f"Could not fetch from {tmp_path / 'gone.git'}: no repository at this path"
+    )
+
+
+async def test_the_working_copy_is_the_bots_own_and_used_one_operation_at_a_time(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    three_commits(upstream)
+    target = upstream.target(tmp_path / "bot")
+    plans = await asyncio.gather(*(plan_code_rollback(target, NONE) for _ in range(4)))
+    assert len({p.fingerprint for p in plans}) == 1
+    assert pygit2.Repository(str(target.workdir)).is_bare
+
+    checkout = tmp_path / "someones-checkout"
+    pygit2.init_repository(str(checkout))
+    with pytest.raises(GitError, match="is a checkout; workdir must be the bot's own"):
+        await plan_code_rollback(upstream.target(checkout), NONE)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+    with pytest.raises(GitError, match="is not empty and not a git repository"):
+        await plan_code_rollback(upstream.target(tmp_path / "notes"), NONE)
