@@ -114,6 +114,12 @@ class Upstream:
             repository.references.create(f"refs/tags/{name}", pygit2.Oid(hex=sha))
         self.clone.remotes["origin"].push([f"refs/tags/{name}:refs/tags/{name}"])
 
+    def hook(self, name: str, script: str) -> None:
+        """A server-side hook of the remote (run by `git receive-pack`, so over HTTP)."""
+        path = self.path / "hooks" / name
+        path.write_text(f"#!/bin/sh\n{script}\n")
+        path.chmod(0o755)
+
     def push(self, branch: str = BRANCH) -> None:
         self.clone.remotes["origin"].push([f"+refs/heads/{branch}:refs/heads/{branch}"])
 

@@ -141,7 +141,7 @@ async def test_back_to_an_older_commit_reverts_each_later_commit_newest_first(
     result = await execute_code_rollback(target, NONE, plan, run_id=RUN, requester=REQUESTER)
 
     history = upstream.history()
-    made = [c for c in history[:3]]
+    made = history[:3]
     assert [str(c.id) for c in reversed(made)] == list(result.pushed)
     assert [c.message for c in reversed(made)] == [m + trailer() for m in plan.messages]
     assert [str(c.id) for c in history[3:]] == [fourth, merge, second, good]
@@ -487,9 +487,7 @@ async def test_a_push_the_remote_refuses_says_why_and_pushes_nothing(
     upstream: Upstream, git_http: GitHttpServer, tmp_path: Path
 ) -> None:
     three_commits(upstream)
-    hook = upstream.path / "hooks" / "pre-receive"
-    hook.write_text("#!/bin/sh\necho 'main is protected' >&2\nexit 1\n")
-    hook.chmod(0o755)
+    upstream.hook("pre-receive", "echo 'main is protected' >&2\nexit 1")
     tip = upstream.tip()
     target = GitTarget(url=git_http.url("remote.git"), workdir=tmp_path / "bot", token_env="T")
     credentials = credentials_from_environment(target, {"T": GIT_TOKEN})
@@ -551,3 +549,26 @@ async def test_the_working_copy_is_the_bots_own_and_used_one_operation_at_a_time
     (tmp_path / "notes" / "todo.txt").write_text("x")
     with pytest.raises(GitError, match="is not empty and not a git repository"):
         await plan_code_rollback(upstream.target(tmp_path / "notes"), NONE)
+
+
+async def test_a_push_that_loses_the_race_to_another_push_is_a_moved_branch(
+    upstream: Upstream, git_http: GitHttpServer, tmp_path: Path
+) -> None:
+    """Someone's push lands while the bot's is in flight (after its fetch): refused, not
+    forced, and said as a moved branch."""
+    _first, second, _third = three_commits(upstream)
+    upstream.branch_from("hotfix", second)
+    theirs = upstream.commit({"hotfix.py": "ok\n"}, "Hotfix", BOB, branch="hotfix")
+    target = GitTarget(url=git_http.url("remote.git"), workdir=tmp_path / "bot", token_env="T")
+    credentials = credentials_from_environment(target, {"T": GIT_TOKEN})
+    plan = await plan_code_rollback(target, credentials)
+    # The remote takes their update first, while the bot's push is being received.
+    upstream.hook(
+        "pre-receive", f"env -u GIT_QUARANTINE_PATH git update-ref refs/heads/main {theirs}"
+    )
+
+    with pytest.raises(BranchMoved) as raised:
+        await execute_code_rollback(target, credentials, plan, run_id=RUN, requester=REQUESTER)
+
+    assert (raised.value.planned_tip, raised.value.current_tip) == (plan.tip, theirs)
+    assert upstream.tip() == theirs
