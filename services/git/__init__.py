@@ -14,9 +14,10 @@ blocking runs in a worker thread; credentials come from the process environment
     if environment.git.version_url and environment.git.version_wait_seconds:
         await wait_for_version(environment.git, session, result.new_tip, None, on_progress)
 
-Errors are `services.errors.GitError` subclasses (InvalidCommit, UnknownCommit,
-NotOnBranch, NothingToRevert, BranchMoved, RevertConflict, GitRemoteError, GitAuthFailed,
-DeployedCommitUnknown, VersionNotReported), plus `DeadlineExceeded` and `ConfigError`.
+Every failure is a `services.errors.GitError` (InvalidCommit, UnknownCommit, NotOnBranch,
+NothingToRevert, BranchMoved, RevertConflict, GitRemoteError, GitAuthFailed,
+DeployedCommitUnknown, VersionNotReported, which is also a DeadlineExceeded);
+`credentials_from_environment` raises `ConfigError` when a named variable is not set.
 """
 
 from services.git.credentials import GitCredentials, credentials_from_environment
