@@ -30,6 +30,7 @@ from services.errors import (
     RollbackError,
     UnknownEnvironment,
 )
+from services.git import describe_target
 from services.permissions import Action, Actor, NoGroups, authorize
 from services.recovery import Recovery, abort_run, interrupted_run, recover_orphans, resume_run
 from services.undo import expire_old_databases, undo_rollback, undoable_run
@@ -289,6 +290,8 @@ async def cmd_check_config(args: argparse.Namespace) -> int:
             f"  {environment.name}: project {environment.compose_project}, "
             f"database {environment.database_display}, {len(found)} backup(s), {newest}"
         )
+        if environment.git is not None:
+            lines.append(f"    code: {describe_target(environment.git)}")
     _out(lines)
     return EXIT_OK
 

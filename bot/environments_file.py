@@ -27,6 +27,7 @@ from services.environments import (
     Timeouts,
 )
 from services.errors import ConfigError, InvalidName
+from services.git import remote_url
 from services.pgtools import has_password, mask_password, same_database, url_problems
 
 
@@ -52,7 +53,13 @@ class EnvironmentEntry(BaseModel):
     timeouts: Timeouts = Timeouts()
     approval: ApprovalPolicy = ApprovalPolicy()
     contacts: Contacts = Contacts()
-    git: GitTarget | None = None
+    git: GitEntry | None = None
+
+
+class GitEntry(GitTarget):
+    """`[environments.<name>.git]` as written: workdir may be left out."""
+
+    workdir: Path | None = None  # type: ignore[assignment]
 
 
 class EnvironmentsFile(BaseModel):
@@ -131,6 +138,40 @@ def _database_url(
     return f"postgresql://{quote(user, safe='')}{secret}@{host}:{port}/{database}"
 
 
+def _git_target(
+    name: str, entry: GitEntry, base: Path, instances: Path, problems: list[str]
+) -> GitTarget:
+    """Paths resolved against the file's folder (workdir: instances/<env>/git by default);
+    the URL checked, and the credentials' variables set in the process environment."""
+    key = f"environments.{name}.git"
+    url = entry.url
+    if remote_url.is_local_path(url):
+        url = str(base / url)
+    unfit = remote_url.url_problems(entry.url, sends_token=bool(entry.token_env))
+    problems += [f"{key}.url: {p}" for p in unfit]
+    if entry.version_url is not None:
+        version = urlsplit(entry.version_url)
+        if version.scheme not in ("http", "https") or not version.hostname:
+            problems.append(f"{key}.version_url: must be an http:// or https:// URL")
+        elif "@" in version.netloc:
+            problems.append(f"{key}.version_url: must not contain a user name or password")
+    # The same rule as credentials_from_environment: a token is never empty.
+    if entry.token_env is not None and not os.environ.get(entry.token_env):
+        problems.append(f"{key}.token_env: variable {entry.token_env} is not set")
+    if entry.ssh_passphrase_env is not None and entry.ssh_passphrase_env not in os.environ:
+        problems.append(f"{key}.ssh_passphrase_env: variable {entry.ssh_passphrase_env} is not set")
+    if entry.ssh_key is not None and not (base / entry.ssh_key).is_file():
+        problems.append(f"{key}.ssh_key: {base / entry.ssh_key} is not a file")
+    workdir = base / entry.workdir if entry.workdir else instances / name / "git"
+    fields = entry.model_dump(exclude={"url", "workdir", "ssh_key"})
+    return GitTarget(
+        **fields,
+        url=url,
+        workdir=workdir,
+        ssh_key=base / entry.ssh_key if entry.ssh_key else None,
+    )
+
+
 def load_environments(path: Path) -> dict[str, Environment]:
     """Read and check the whole file; every problem is reported, one line each."""
     try:
@@ -200,9 +241,7 @@ def load_environments(path: Path) -> dict[str, Environment]:
             timeouts=entry.timeouts,
             approval=entry.approval,
             contacts=entry.contacts,
-            git=entry.git.model_copy(update={"repository": base / entry.git.repository})
-            if entry.git
-            else None,
+            git=_git_target(name, entry.git, base, instances, problems) if entry.git else None,
         )
     for name, environment in environments.items():
         if not environment.backups_dir.is_dir():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -162,8 +163,8 @@ def configure_logging(
 
 
 def configured_secrets(settings: Settings, environments: Mapping[str, Environment]) -> list[str]:
-    """Every secret the bot is configured with: Slack's tokens and signing secret, and the
-    passwords of its store and of each environment's database."""
+    """Every secret the bot is configured with: Slack's tokens and signing secret, the
+    passwords of its store and of each environment's database, and its git credentials."""
     found = [
         s.get_secret_value()
         for s in (settings.slack_bot_token, settings.slack_signing_secret, settings.slack_app_token)
@@ -173,4 +174,11 @@ def configured_secrets(settings: Settings, environments: Mapping[str, Environmen
     if settings.database_url is not None:
         urls.append(settings.database_url.get_secret_value())
     found += [libpq_environment(url).get("PGPASSWORD", "") for url in urls]
+    found += [
+        os.environ.get(variable, "")
+        for e in environments.values()
+        if e.git is not None
+        for variable in (e.git.token_env, e.git.ssh_passphrase_env)
+        if variable
+    ]
     return [s for s in found if s]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from services import names
+from services.errors import InvalidName
 
 
 class Strategy(StrEnum):
@@ -73,12 +78,102 @@ class Contacts(BaseModel):
     channel: str | None = None
 
 
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class DeployedSource(StrEnum):
+    """How the bot knows which commit runs: the branch tip, the newest matching tag, or
+    what the application's version endpoint reports."""
+
+    BRANCH = "branch"
+    TAG = "tag"
+    ENDPOINT = "endpoint"
+
+
+def _valid(check: Callable[[], object]) -> None:
+    """A names.* check as a pydantic validator (pydantic reports ValueError)."""
+    try:
+        check()
+    except InvalidName as error:
+        raise ValueError(str(error)) from None
+
+
 class GitTarget(BaseModel):
+    """The environment's code: the remote and branch whose push deploys it (services/git)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    repository: Path
+    # https://…, ssh://…, user@host:path or a local path; never credentials (token_env).
+    url: str
+    # The bot's own bare clone, created on first use; the environments file defaults it to
+    # instances/<env>/git.
+    workdir: Path
     remote: str = "origin"
     branch: str = "main"
+    deployed: DeployedSource = DeployedSource.BRANCH
+    tag_pattern: str | None = None  # deployed = "tag": e.g. "deploy/production/*"
+    version_url: str | None = None  # an endpoint answering JSON that names the running commit
+    version_field: str = "commit"  # its field; dots go down into objects ("build.sha")
+    version_wait_seconds: float = Field(default=300.0, ge=0)  # after a push; 0: do not wait
+    version_poll_seconds: float = Field(default=5.0, gt=0)
+    version_timeout_seconds: float = Field(default=5.0, gt=0)  # one request to the endpoint
+    # Credentials come from the process environment only: the NAME of the variable.
+    token_env: str | None = None  # HTTPS: a token sent as the password of `username`
+    username: str = "x-access-token"
+    ssh_key: Path | None = None  # SSH: the private key's path (public key: ssh_key + ".pub")
+    ssh_passphrase_env: str | None = None
+    committer_name: str = "rollback-bot"
+    committer_email: str = "rollback-bot@localhost"
+    timeout_seconds: float = Field(default=120.0, gt=0)  # one fetch or push, in all
+    max_revert_commits: int = Field(default=50, ge=1)  # reverting back to an older commit
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        _valid(lambda: names.check_ref_name(value, "branch name"))
+        return value
+
+    @field_validator("remote")
+    @classmethod
+    def _remote(cls, value: str) -> str:
+        _valid(lambda: names.check_ref_name(value, "remote name", "refs/remotes/"))
+        if "/" in value:
+            raise ValueError("The remote name must not contain '/'.")
+        return value
+
+    @field_validator("tag_pattern")
+    @classmethod
+    def _tag_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            # Only '*' is a wildcard; the rest must be a tag name git accepts.
+            _valid(
+                lambda: names.check_ref_name(value.replace("*", "x"), "tag pattern", "refs/tags/")
+            )
+        return value
+
+    @field_validator("token_env", "ssh_passphrase_env")
+    @classmethod
+    def _variable_name(cls, value: str | None) -> str | None:
+        if value is not None and not _VARIABLE.fullmatch(value):
+            raise ValueError("must be the NAME of an environment variable (A-Z, 0-9, _)")
+        return value
+
+    @field_validator("username", "committer_name", "committer_email")
+    @classmethod
+    def _signature_text(cls, value: str) -> str:
+        if not value or not value.isprintable() or any(c in value for c in "<>:"):
+            raise ValueError("must be printable, without '<', '>' or ':'")
+        return value
+
+    @model_validator(mode="after")
+    def _source_complete(self) -> GitTarget:
+        if self.deployed is DeployedSource.TAG and not self.tag_pattern:
+            raise ValueError('deployed = "tag" needs tag_pattern (e.g. "deploy/production/*")')
+        if self.deployed is DeployedSource.ENDPOINT and not self.version_url:
+            raise ValueError('deployed = "endpoint" needs version_url')
+        if self.token_env and self.ssh_key:
+            raise ValueError("give token_env (HTTPS) or ssh_key (SSH), not both")
+        return self
 
 
 class Environment(BaseModel):

@@ -136,7 +136,91 @@ class RunNotFound(RollbackError):
 
 
 class GitError(RollbackError):
-    """The code rollback failed (repository, revert or push)."""
+    """The code rollback failed (repository, revert or push); nothing in it names a secret."""
+
+
+class UnknownCommit(GitError):
+    """A commit (sha prefix, tag or branch name) not found in the fetched history."""
+
+    def __init__(self, commit: str, remote: str, reason: str = "") -> None:
+        self.commit = commit  # validated by names.check_commitish: safe to show
+        self.remote = remote  # display URL, no credentials
+        self.reason = reason
+        super().__init__(
+            f"No commit or tag '{commit}' in {remote}" + (f": {reason}." if reason else ".")
+        )
+
+
+class NotOnBranch(GitError):
+    """The commit is not one the branch can be brought back to by revert commits."""
+
+    def __init__(self, commit: str, branch: str, reason: str) -> None:
+        self.commit = commit  # short sha
+        self.branch = branch
+        self.reason = reason
+        super().__init__(f"Commit {commit} cannot be rolled back to on {branch}: {reason}.")
+
+
+class NothingToRevert(GitError):
+    def __init__(self, branch: str, commit: str, reason: str) -> None:
+        self.branch = branch
+        self.commit = commit  # short sha
+        super().__init__(f"Nothing to revert on {branch}: {reason}.")
+
+
+class BranchMoved(GitError):
+    """The branch tip is not the one the plan was built on: the plan must be made again."""
+
+    def __init__(self, branch: str, planned_tip: str, current_tip: str | None) -> None:
+        self.branch = branch
+        self.planned_tip = planned_tip
+        self.current_tip = current_tip  # None: the branch is gone from the remote
+        now = f"now {current_tip[:7]}" if current_tip else "it is gone from the remote"
+        super().__init__(
+            f"Branch {branch} moved since the plan was made (planned on {planned_tip[:7]}, "
+            f"{now}): nothing was pushed. Make the plan again."
+        )
+
+
+class RevertConflict(GitError):
+    """Reverting a commit conflicts with what came after it; nothing was pushed."""
+
+    def __init__(self, commit: str, subject: str, files: tuple[str, ...]) -> None:
+        self.commit = commit  # full sha of the commit whose revert conflicts
+        self.subject = subject
+        self.files = files
+        shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
+        super().__init__(
+            f'Reverting {commit[:7]} ("{subject}") conflicts with later changes in '
+            f"{shown}: nothing was pushed."
+        )
+
+
+class GitRemoteError(GitError):
+    """Fetching from or pushing to the remote failed; `detail` is libgit2's text, scrubbed."""
+
+    DETAIL_LIMIT = 300
+
+    def __init__(self, operation: str, remote: str, detail: str) -> None:
+        if len(detail) > self.DETAIL_LIMIT:
+            detail = detail[: self.DETAIL_LIMIT - 1] + "…"
+        self.operation = operation  # fetch, push
+        self.remote = remote  # display URL, no credentials
+        self.detail = detail
+        super().__init__(f"Could not {operation} {remote}: {detail}")
+
+
+class GitAuthFailed(GitRemoteError):
+    """The remote asked for credentials and refused the configured ones (or none are)."""
+
+
+class DeployedCommitUnknown(GitError):
+    """The configured source (tags, version endpoint) cannot tell the deployed commit."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source  # e.g. "tags deploy/production/*", "version endpoint <url>"
+        self.reason = reason
+        super().__init__(f"The deployed commit is not known from the {source}: {reason}.")
 
 
 class PermissionDenied(RollbackError):
@@ -197,3 +281,17 @@ class InvalidName(RollbackError):
 
 class InvalidBackupName(InvalidName, BackupError):
     """A backup name refused for its form (also a `BackupError`: the backup cannot be used)."""
+
+
+class InvalidCommit(InvalidName, GitError):
+    """A commit a user named, refused for its form before it reaches the repository."""
+
+
+class VersionNotReported(DeadlineExceeded, GitError):
+    """The version endpoint did not report the pushed commit before the deadline."""
+
+    def __init__(self, url: str, sha: str, seconds: float, last: str) -> None:
+        self.url = url
+        self.sha = sha
+        self.last = last  # what the endpoint last said (a version, or why it failed)
+        super().__init__(f"{url} reporting {sha[:7]}", seconds, f"last: {last}")

@@ -15,6 +15,10 @@ Decided, for backup names, environment names and `/rollback` command text:
   are accepted.
 
 Each problem is one `InvalidName` with its own message, which never repeats the input.
+
+Git names (issue 9): a commit a user names is a hex sha prefix (7 to 40 digits) or a tag or
+branch name that git's reference-name rules accept (no `..`, `~`, `^`, `:`, space, …), never
+starting with `-`; the configured branch, remote and tag pattern follow the same rules.
 """
 
 from __future__ import annotations
@@ -23,13 +27,20 @@ import re
 import unicodedata
 from enum import StrEnum
 
-from services.errors import InvalidBackupName, InvalidName
+import pygit2
+
+from services.errors import InvalidBackupName, InvalidCommit, InvalidName
 
 BACKUP_NAME = "backup name"
 MAX_COMMAND_CHARS = 1000
 MAX_PART_BYTES = 255
 MAX_BACKUP_NAME_BYTES = 512
 MAX_ENVIRONMENT_BYTES = 255
+COMMIT = "commit"
+MAX_REF_BYTES = 255
+SHORT_SHA = 7  # the fewest hex digits taken as a commit sha
+
+_HEX = re.compile(r"[0-9a-fA-F]+")
 
 _PERCENT_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
 # Look-alikes that NFKC leaves alone.
@@ -52,6 +63,9 @@ class NameProblem(StrEnum):
     BACKSLASH = "backslash"
     ENCODED = "encoded"
     LOOKALIKE = "lookalike"
+    OPTION = "option"
+    SHORT_SHA = "short_sha"
+    NOT_A_REF = "not_a_ref"
 
 
 def _code_point(char: str) -> str:
@@ -68,7 +82,7 @@ def _is_invisible(char: str) -> bool:
 
 
 def _refuse(what: str, problem: NameProblem, message: str, position: int | None = None) -> None:
-    kind = InvalidBackupName if what == BACKUP_NAME else InvalidName
+    kind = {BACKUP_NAME: InvalidBackupName, COMMIT: InvalidCommit}.get(what, InvalidName)
     raise kind(what, problem, f"The {what} {message}", position=position)
 
 
@@ -181,6 +195,47 @@ def backup_file_name(requested: str, folder_name: str | None = None) -> str:
             f"(NAME, or NAME after {shown}).",
         )
     return parts[-1]
+
+
+def _check_ref_form(text: str, what: str, full_name: str) -> None:
+    if text.startswith("-"):
+        _refuse(what, NameProblem.OPTION, "starts with '-'; refused.")
+    if not pygit2.reference_is_valid_name(full_name):
+        _refuse(
+            what,
+            NameProblem.NOT_A_REF,
+            "is not a name git accepts (no '..', '~', '^', ':', '?', '*', '[', '\\', "
+            "spaces, a leading or trailing '/' or '.', or '.lock' at the end).",
+        )
+
+
+def is_sha_prefix(text: str) -> bool:
+    return SHORT_SHA <= len(text) <= 40 and _HEX.fullmatch(text) is not None
+
+
+def check_commitish(text: str) -> str:
+    """A commit a user names: a sha prefix (returned lowercased) or a tag or branch name."""
+    what = COMMIT
+    _check_characters(text, what, MAX_REF_BYTES)
+    _check_bytes(text, what, MAX_REF_BYTES)
+    if _HEX.fullmatch(text) and len(text) <= 40:
+        if len(text) < SHORT_SHA:
+            _refuse(
+                what,
+                NameProblem.SHORT_SHA,
+                f"is too short for a commit sha: give at least {SHORT_SHA} hex digits.",
+            )
+        return text.lower()
+    _check_ref_form(text, what, f"refs/tags/{text}")
+    return text
+
+
+def check_ref_name(text: str, what: str, prefix: str = "refs/heads/") -> str:
+    """A configured branch or remote name (`prefix` + text must be a valid reference)."""
+    _check_characters(text, what, MAX_REF_BYTES)
+    _check_bytes(text, what, MAX_REF_BYTES)
+    _check_ref_form(text, what, prefix + text)
+    return text
 
 
 def visible(text: str) -> str:

@@ -216,6 +216,31 @@ async def test_check_config_accepts_the_runbook_layout(tmp_path: Path) -> None:
     assert "pw" not in out
 
 
+async def test_check_config_describes_the_code_target_without_its_token(tmp_path: Path) -> None:
+    """Issue 9: the git target in words; the token's variable named, its value nowhere."""
+    (tmp_path / "backups").mkdir()
+    config = tmp_path / "rollback.toml"
+    config.write_text(
+        '[environments.production]\ndatabase_url = "postgresql://app@db/app"\n'
+        'backups_dir = "backups"\n[environments.production.git]\n'
+        'url = "https://git.example.com/acme/app.git"\ntoken_env = "APP_GIT_TOKEN"\n'
+        'deployed = "tag"\ntag_pattern = "deploy/production/*"\n'
+    )
+    code, out, err = await cli(
+        "--config", str(config), "check-config", env={"APP_GIT_TOKEN": "tok-3f9a-secret"}
+    )
+    assert code == 0, err
+    assert (
+        "    code: branch main of https://git.example.com/acme/app.git, deployed: the newest tag "
+        "deploy/production/*, token from APP_GIT_TOKEN, clone in "
+        f"{tmp_path / 'instances/production/git'}\n"
+    ) in out
+    assert "tok-3f9a-secret" not in out + err
+
+    code, out, err = await cli("--config", str(config), "check-config", env={"APP_GIT_TOKEN": ""})
+    assert code == 2 and "git.token_env: variable APP_GIT_TOKEN is not set" in err
+
+
 async def test_swap_rollback_then_undo_from_the_command_line(
     stage: Stage,
     pg: ThrowawayPostgres,

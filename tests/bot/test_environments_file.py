@@ -44,3 +44,98 @@ backups_dir = "backups"
         f"{config}: environments.production.timeouts.lock_seconds: Input should be greater than 0",
         f"{config}: environments.production.timeouts.forever: unknown key",
     ]
+
+
+def test_the_git_table_resolves_paths_and_checks_url_branch_and_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9: the remote, where the bot keeps its clone, how the deployed commit is known,
+    and credentials named, never written, in the file."""
+    (tmp_path / "backups").mkdir()
+    monkeypatch.setenv("APP_GIT_TOKEN", "tok-never-in-the-file")
+    config = tmp_path / "rollback.toml"
+    head = """
+[environments.production]
+database_url = "postgresql://app@db/app"
+backups_dir = "backups"
+
+[environments.production.git]
+"""
+    staging_table = """
+[environments.staging]
+database_url = "postgresql://app@db/staging"
+backups_dir = "backups"
+
+[environments.staging.git]
+"""
+    config.write_text(
+        head
+        + 'url = "repos/app.git"\n'
+        + staging_table
+        + """url = "https://git.example.com/acme/app.git"
+workdir = "state/staging-git"
+branch = "release/2024"
+token_env = "APP_GIT_TOKEN"
+deployed = "tag"
+tag_pattern = "deploy/staging/*"
+version_url = "https://app.example.com/version"
+version_wait_seconds = 120
+"""
+    )
+    environments = load_environments(config)
+    production, staging = environments["production"].git, environments["staging"].git
+    assert production is not None and staging is not None
+    assert production.url == str(tmp_path / "repos/app.git")
+    assert production.workdir == tmp_path / "instances/production/git"
+    assert (production.branch, production.remote, production.deployed) == (
+        "main",
+        "origin",
+        "branch",
+    )
+    assert staging.workdir == tmp_path / "state/staging-git"
+    assert (staging.branch, staging.deployed, staging.tag_pattern) == (
+        "release/2024",
+        "tag",
+        "deploy/staging/*",
+    )
+    assert staging.version_wait_seconds == 120 and staging.username == "x-access-token"
+
+    config.write_text(
+        head
+        + """url = "https://bot:hunter2@git.example.com/app.git"
+branch = "main..x"
+deployed = "tag"
+token_env = "NOT_SET_ANYWHERE"
+"""
+        + staging_table
+        + """url = "http://git.example.com/app.git"
+token_env = "APP_GIT_TOKEN"
+version_url = "ftp://app/version"
+"""
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_environments(config)
+    key = f"{config}: environments.production.git"
+    assert caught.value.problems == [
+        f"{key}.branch: Value error, The branch name is not a name git accepts (no '..', '~', "
+        "'^', ':', '?', '*', '[', '\\', spaces, a leading or trailing '/' or '.', or '.lock' at "
+        "the end)."
+    ]
+    config.write_text(config.read_text().replace('branch = "main..x"\n', ""))
+    with pytest.raises(ConfigError) as caught:
+        load_environments(config)
+    assert caught.value.problems == [
+        f'{key}: Value error, deployed = "tag" needs tag_pattern (e.g. "deploy/production/*")'
+    ]
+
+    config.write_text(config.read_text().replace('deployed = "tag"\n', ""))
+    with pytest.raises(ConfigError) as caught:
+        load_environments(config)
+    assert caught.value.problems == [
+        f"{key}.url: must not contain a user name or token (user@); set username, and name the "
+        "variable that holds the token in token_env",
+        f"{key}.token_env: variable NOT_SET_ANYWHERE is not set",
+        f"{config}: environments.staging.git.url: sends the token in clear over http://; "
+        "use https://",
+        f"{config}: environments.staging.git.version_url: must be an http:// or https:// URL",
+    ]

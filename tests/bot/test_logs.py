@@ -10,15 +10,17 @@ import pty
 import select
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from bot.app import create_app
-from bot.logs import configure_logging, escape_controls
+from bot.logs import configure_logging, configured_secrets, escape_controls
 from bot.settings import Settings
 from handlers.tasks import BackgroundTasks
 from services import log_context
+from services.environments import Environment, GitTarget
 from tests.conftest import bot_log
 from tests.handlers.conftest import BOT_TOKEN, SIGNING_SECRET
 from tests.services.conftest import Stage
@@ -122,3 +124,25 @@ def test_human_lines_on_a_terminal_and_log_format_overrides() -> None:
     assert human == "WARNING bot.test: hello auto [run_id=rb-9 environment=staging]"
     assert json.loads(machine)["message"] == "hello json"
     assert text == "WARNING bot.test: hello text [run_id=rb-9 environment=staging]\n"
+
+
+def test_the_git_token_is_among_the_secrets_the_log_scrubs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9: a token named by token_env is masked like the database passwords."""
+    monkeypatch.setenv("APP_GIT_TOKEN", "ghp-log-never-sees-this")
+    environment = Environment(
+        name="production",
+        compose_project="production",
+        database_url=SecretStr("postgresql://app@db/app"),
+        database_display="postgresql://app@db/app",
+        backups_dir=tmp_path,
+        git=GitTarget(
+            url="https://git.example.com/app.git", workdir=tmp_path, token_env="APP_GIT_TOKEN"
+        ),
+    )
+    secrets = configured_secrets(Settings(), {environment.name: environment})
+    assert "ghp-log-never-sees-this" in secrets
+    with bot_log(secrets=secrets) as stream:
+        logging.getLogger("services.git").warning("push said ghp-log-never-sees-this")
+    assert stream.getvalue() == "WARNING services.git: push said ***\n"
