@@ -25,6 +25,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 MAX_SIDECAR_BYTES = 64 << 10
-COMMIT_SECONDS = 30.0  # asking the deployed commit (git, a version endpoint)
+COMMIT_SECONDS = 30.0  # asking the deployed commit, at least (git: its own limits + 5 s)
 # A listing hashes backups, newest first, up to this many bytes in all (about 1 s).
 VERIFY_BYTES = 1 << 30
 _COMMIT = re.compile(r"[0-9a-f]{7,64}")
@@ -83,7 +84,7 @@ class Provenance(BaseModel):
     created_by: Text  # a Slack user ID or `user@host (command line)`
     environment: Text
     database: Text
-    deployed_commit: str | None = Field(default=None, pattern=_COMMIT.pattern)
+    deployed_commit: str | None = Field(default=None, pattern=f"^{_COMMIT.pattern}$")
     schema_version: Text | None = None
     migrations_table: Text | None = None  # where schema_version was read
     migrations_kind: MigrationsKind | None = None
@@ -135,16 +136,25 @@ class CommitAnswer:
     notes: tuple[str, ...] = ()
 
 
+def _commit_seconds(environment: Environment) -> float:
+    """The git service bounds its own fetch and endpoint read; this is the net under it."""
+    git = environment.git
+    if git is None:
+        return COMMIT_SECONDS
+    return max(COMMIT_SECONDS, git.timeout_seconds + git.version_timeout_seconds + 5)
+
+
 async def ask_deployed_commit(services: Services, environment: Environment) -> CommitAnswer:
-    """`Services.deployed_commit`, bounded, never raising. Asked before containers stop where
-    a dump is taken while they are down (a version endpoint would not answer then)."""
+    """`Services.deployed_commit`, bounded, never raising. Started before containers stop
+    where a dump is taken while they are down (a version endpoint would not answer then)."""
     if services.deployed_commit is None:
         return CommitAnswer(None, ("deployed commit unknown: no way to know it is configured",))
+    limit = _commit_seconds(environment)
     try:
-        async with asyncio.timeout(COMMIT_SECONDS):
+        async with asyncio.timeout(limit):
             sha = await services.deployed_commit(environment)
     except TimeoutError:
-        return CommitAnswer(None, (f"deployed commit unknown: no answer in {COMMIT_SECONDS:g} s",))
+        return CommitAnswer(None, (f"deployed commit unknown: no answer in {limit:g} s",))
     except Exception as error:
         log.warning("deployed commit of %s unknown", environment.name, exc_info=True)
         return CommitAnswer(None, (f"deployed commit unknown: {_said(error)}",))
@@ -256,12 +266,14 @@ async def record_quietly(
     kind: BackupKind,
     source: DatabaseTarget,
     run_id: str | None = None,
-    commit: CommitAnswer | None = None,
+    commit: Awaitable[CommitAnswer] | None = None,
 ) -> str:
     """The sidecar of a dump a rollback wrote, by the run's requester. It must not fail the
-    rollback: '' when written, else a short note (the reason is logged)."""
+    rollback: '' when written, else a short note (the reason is logged). `commit`: the
+    answer asked earlier (ask_deployed_commit), else it is asked now."""
     try:
-        captured = await capture(services, environment, source, commit=commit)
+        answer = await commit if commit is not None else None
+        captured = await capture(services, environment, source, commit=answer)
         created_by = await _requester(services, run_id)
         await seal(backup, captured, kind=kind, created_by=created_by, run_id=run_id)
     except Exception as error:

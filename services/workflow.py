@@ -364,12 +364,15 @@ class Execution:
         self.database_unavailable_seconds: float | None = None
         self.health: HealthReport | None = None
         self.source = plan.backup  # in place: the approved copy, once verified
-        self.commit: provenance.CommitAnswer | None = None  # for the safety backup's sidecar
+        # The deployed commit for the safety backup's provenance (never raises).
+        self.commit: asyncio.Future[provenance.CommitAnswer] | None = None
 
     async def stop(self) -> None:
         if self.plan.strategy is Strategy.IN_PLACE and self.commit is None:
-            # Asked while the application still answers: the safety backup is taken after.
-            self.commit = await provenance.ask_deployed_commit(self.services, self.env)
+            # Asked while the application still answers, alongside the stop and the dump.
+            self.commit = asyncio.ensure_future(
+                provenance.ask_deployed_commit(self.services, self.env)
+            )
         async with self.recorder.step(Step.STOP) as record:
             current = await self.services.runtime.containers(self.env.compose_project)
             running = [c for c in current if c.running]

@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiodocker
 import asyncpg
 import pytest
 
@@ -20,13 +19,15 @@ from services import backups as catalogue
 from services.backup_now import take_backup
 from services.database import DatabaseTarget
 from services.environments import Environment, MigrationsTable, Strategy
-from services.errors import BackupError, ProvenanceError
+from services.errors import BackupError, GitError, ProvenanceError
 from services.events import Step, StepEvent
 from services.pgtools import PgTools
 from services.provenance import (
     Check,
+    CommitAnswer,
     Provenance,
     SidecarStatus,
+    ask_deployed_commit,
     list_with_provenance,
     load_sidecar,
     read_provenance,
@@ -36,7 +37,7 @@ from services.provenance import (
 from services.schema_version import SchemaVersion, read_schema_version
 from services.swap import derived_from
 from services.workflow import plan_rollback, rollback_database
-from tests.conftest import FreshDatabase, Stage, container_states
+from tests.conftest import FreshDatabase, Stage
 from tests.services.test_backups import environment
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -58,28 +59,28 @@ class Steps:
 @dataclass
 class Migrated:
     stage: Stage
-    asked: list[set[str]]  # the containers' states each time the deployed commit was asked
+    steps: Steps  # the listener to run it with
+    asked: list[set[Step]]  # the steps finished each time the deployed commit was asked
 
 
 @pytest.fixture
-async def migrated(stage: Stage, docker: aiodocker.Docker) -> AsyncIterator[Migrated]:
+async def migrated(stage: Stage) -> AsyncIterator[Migrated]:
     """The stage after a deployment that migrated (alembic) and a hook that says its commit,
-    noting whether the application was still running when asked."""
+    noting which steps had finished when it was asked."""
     await execute_sql(
         stage.dsn,
         "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);"
         "INSERT INTO alembic_version VALUES ('ae1027a6acf');",
     )
-    states: list[set[str]] = []
+    steps, asked = Steps(), []
 
     async def deployed_commit(environment: Environment) -> str:
-        states.append(set((await container_states(docker, stage.project)).values()))
+        asked.append(set(steps.finished))
         return COMMIT
 
     staged = stage.with_environment(migrations_table=MigrationsTable(kind="alembic_version"))
-    yield Migrated(
-        replace(staged, services=replace(staged.services, deployed_commit=deployed_commit)), states
-    )
+    services = replace(staged.services, deployed_commit=deployed_commit)
+    yield Migrated(replace(staged, services=services), steps, asked)
     for name in await _databases(stage):  # a swap's old database
         if derived_from(stage.database.name, name):
             await execute_sql(stage.dsn, f'DROP DATABASE "{name}"')
@@ -98,7 +99,9 @@ async def test_in_place_safety_backup_records_its_sha256_commit_and_schema(
 ) -> None:
     stage = migrated.stage
     plan = await plan_rollback(stage.services, stage.environment.name, None)
-    result = await rollback_database(stage.services, plan, requested_by="U0ALICE", listener=Steps())
+    result = await rollback_database(
+        stage.services, plan, requested_by="U0ALICE", listener=migrated.steps
+    )
     assert result.ok, result.error
     assert result.safety_backup is not None
     known = read_provenance(result.safety_backup.path)
@@ -112,8 +115,8 @@ async def test_in_place_safety_backup_records_its_sha256_commit_and_schema(
     assert known.size_bytes == result.safety_backup.path.stat().st_size
     assert (known.deployed_commit, known.schema_version) == (COMMIT, "ae1027a6acf")
     assert known.migrations_table == "alembic_version"
-    # Asked while the application still ran: a version endpoint answers only then.
-    assert migrated.asked == [{"running"}]
+    # Asked before the stop ended, alongside it: a version endpoint answers only then.
+    assert migrated.asked == [set()]
     # The restored backup predates the migration: its data has no such table.
     assert await _schema(stage) is None
 
@@ -150,6 +153,23 @@ async def test_a_sidecar_that_cannot_be_written_is_a_note_not_a_failure(stage: S
     assert result.ok, result.error
     assert "no provenance sidecar" in steps.finished[Step.SAFETY_BACKUP]
     assert result.safety_backup is not None and result.safety_backup.path.is_file()
+
+
+async def test_a_deployed_commit_that_cannot_be_known_is_a_note(stage: Stage) -> None:
+    async def unreachable(environment: Environment) -> str:
+        raise GitError("the remote does not answer")
+
+    async def garbage(environment: Environment) -> str:
+        return "main; rm -rf /"
+
+    for hook, note in (
+        (None, "no way to know it is configured"),
+        (unreachable, "the remote does not answer"),
+        (garbage, "the answer was not a commit id"),
+    ):
+        services = replace(stage.services, deployed_commit=hook)
+        answer = await ask_deployed_commit(services, stage.environment)
+        assert answer == CommitAnswer(None, (f"deployed commit unknown: {note}",))
 
 
 MIGRATION_TABLES = """
