@@ -1,4 +1,4 @@
-"""`rollback-bot`: the command line (rollback, backups, check-config, history, demo, serve)."""
+"""`rollback-bot`: the command line (rollback, backup(s), check-config, history, demo, serve)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from bot.logs import configure_logging, configured_secrets
 from bot.resources import open_services
 from bot.settings import Settings, load_settings
 from services import backups as catalogue
-from services import humanize, names
+from services import humanize, names, provenance
 from services.approvals import cancel_run
+from services.backup_now import DEFAULT_LABEL, take_backup
 from services.bundle import Services
 from services.environments import Environment
 from services.errors import (
@@ -267,9 +268,26 @@ def _environment(environments: dict[str, Environment], name: str) -> Environment
 async def cmd_backups(args: argparse.Namespace) -> int:
     _, environments = _load(args)
     environment = _environment(environments, args.environment)
-    found = await catalogue.list_backups(environment)
+    found = await provenance.list_with_provenance(environment)
     _out([f"Backups of {environment.name} in {terminal.shown(environment.backups_dir)}:", ""])
     terminal.show(terminal.backup_lines(found), terminal.backup_table(found))
+    return EXIT_OK
+
+
+async def cmd_backup(args: argparse.Namespace) -> int:
+    settings, environments = _load(args)
+    # Checked before anything is opened: a bad label touches nothing.
+    names.backup_label(args.label if args.label is not None else DEFAULT_LABEL)
+    async with open_services(settings, environments) as services:
+        await _recover(services)
+        operator = _operator()
+        await authorize(
+            services, NoGroups(), action=Action.BACKUP, actor=operator, environment=args.environment
+        )
+        taken = await take_backup(
+            services, args.environment, label=args.label, requested_by=operator.id
+        )
+    _out(terminal.taken_backup_lines(taken))
     return EXIT_OK
 
 
@@ -391,6 +409,16 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("backups", help="list an environment's backups")
     listing.add_argument("environment")
     listing.set_defaults(handler=cmd_backups)
+
+    backup = sub.add_parser(
+        "backup",
+        help="take a named backup now: <label>-YYYYMMDD-HHMMSS.dump with its provenance",
+    )
+    backup.add_argument("environment")
+    backup.add_argument(
+        "label", nargs="?", help=f"letters, digits, . _ - (default: {DEFAULT_LABEL})"
+    )
+    backup.set_defaults(handler=cmd_backup)
 
     check = sub.add_parser("check-config", help="validate the environments file")
     check.set_defaults(handler=cmd_check_config)

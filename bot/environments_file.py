@@ -23,6 +23,7 @@ from services.environments import (
     Environment,
     GitTarget,
     HealthConfig,
+    MigrationsTable,
     Strategy,
     Timeouts,
 )
@@ -54,6 +55,7 @@ class EnvironmentEntry(BaseModel):
     approval: ApprovalPolicy = ApprovalPolicy()
     contacts: Contacts = Contacts()
     git: GitEntry | None = None
+    migrations_table: MigrationsTable | None = None
 
 
 class GitEntry(GitTarget):
@@ -242,6 +244,7 @@ def load_environments(path: Path) -> dict[str, Environment]:
             approval=entry.approval,
             contacts=entry.contacts,
             git=_git_target(name, entry.git, base, instances, problems) if entry.git else None,
+            migrations_table=entry.migrations_table,
         )
     for name, environment in environments.items():
         if not environment.backups_dir.is_dir():

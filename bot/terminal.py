@@ -21,10 +21,12 @@ from rich.table import Table
 from rich.text import Text
 
 from services import humanize
+from services.backup_now import TakenBackup
 from services.backups import Backup
 from services.environments import Strategy
 from services.events import EXECUTE_STEPS, STEP_LABELS, SWAP_STEPS, EventKind, Step, StepEvent
 from services.names import visible
+from services.provenance import Listed, as_listed, sidecar_path
 from services.run_store import RunRecord, RunStatus
 from services.workflow import RollbackPlan, RollbackResult
 
@@ -129,19 +131,23 @@ def plan_table(plan: RollbackPlan) -> RenderableType:
     return Group(title, grid)
 
 
-def backup_lines(backups: list[Backup], now: datetime | None = None) -> list[str]:
+def backup_lines(backups: Sequence[Backup | Listed], now: datetime | None = None) -> list[str]:
     if not backups:
         return ["No backups."]
-    names = [shown(b.name) for b in backups]
+    listed = [as_listed(b) for b in backups]
+    names = [shown(item.backup.name) for item in listed]
     width = min(max(len(n) for n in names), 80)
     lines = [f"{'NAME':<{width}}  {'SIZE':>9}  {'TAKEN (UTC)':<19}  AGE"]
-    for name, backup in zip(names, backups, strict=True):
+    for name, item in zip(names, listed, strict=True):
+        backup = item.backup
         notes = [n.split(":")[0] for n in backup.notes(now) if not n.startswith("dated")]
         age = _age(backup, now).removesuffix(" ago")
+        facts = item.facts()
         lines.append(
             f"{name:<{width}}  {humanize.size(backup.size_bytes):>9}  "
             f"{backup.created_at:%Y-%m-%d %H:%M:%S}  {age}"
             + "".join(f"  ({note})" for note in notes)
+            + (f"  [{shown(' · '.join(facts))}]" if facts else "")
         )
     return lines
 
@@ -177,7 +183,7 @@ def history_table(runs: Iterable[RunRecord]) -> RenderableType:
     return table
 
 
-def backup_table(backups: list[Backup], now: datetime | None = None) -> RenderableType:
+def backup_table(backups: Sequence[Backup | Listed], now: datetime | None = None) -> RenderableType:
     """The backups as a table: the same facts as `backup_lines`."""
     if not backups:
         return Text("No backups.")
@@ -185,7 +191,9 @@ def backup_table(backups: list[Backup], now: datetime | None = None) -> Renderab
     for column, justify in (("NAME", "left"), ("SIZE", "right"), ("TAKEN (UTC)", "left")):
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     table.add_column("AGE")
-    for backup in backups:
+    table.add_column("PROVENANCE", overflow="fold")
+    for item in map(as_listed, backups):
+        backup = item.backup
         notes = [n.split(":")[0] for n in backup.notes(now) if not n.startswith("dated")]
         age = _age(backup, now).removesuffix(" ago")
         table.add_row(
@@ -193,6 +201,7 @@ def backup_table(backups: list[Backup], now: datetime | None = None) -> Renderab
             humanize.size(backup.size_bytes),
             f"{backup.created_at:%Y-%m-%d %H:%M:%S}",
             Text(age + "".join(f"  ({note})" for note in notes), style="yellow" if notes else ""),
+            _text(" · ".join(item.facts()) or "-", "bold red" if item.suspect else ""),
         )
     return table
 
@@ -316,3 +325,24 @@ def result_lines(result: RollbackResult) -> list[str]:
                 f"({check.latency_seconds * 1000:.0f} ms, {check.attempts} attempt(s))"
             )
     return lines
+
+
+def taken_backup_lines(taken: TakenBackup) -> list[str]:
+    backup, known = taken.backup, taken.provenance
+    schema = (
+        f"{known.schema_version or 'unknown'} ({known.migrations_table})"
+        if known.migrations_kind is not None
+        else "not recorded (no migrations_table configured)"
+    )
+    lines = [
+        f"Backup of {shown(known.environment)} written: {shown(backup.path)}",
+        f"  size          {humanize.size(known.size_bytes)}, readable (pg_restore --list)",
+        f"  sha256        {known.sha256}",
+        f"  kind          {known.kind.value}, by {shown(known.created_by)}",
+        f"  commit        {shown(known.deployed_commit or 'unknown')}",
+        f"  schema        {shown(schema)}",
+        f"  tools         {taken.tools.describe()}",
+        f"  took          {humanize.duration(taken.seconds)}",
+        f"  provenance    {shown(sidecar_path(backup.path))}",
+    ]
+    return lines + [f"  note          {shown(note)}" for note in known.notes]

@@ -25,8 +25,7 @@ from handlers.messages.run_list import history_message, status_message
 from handlers.messages.text import as_dicts
 from handlers.messages.usage import usage_message, usage_text
 from handlers.runs import Rollbacks
-from services import approvals
-from services import backups as catalogue
+from services import approvals, provenance
 from services.approvals import Decision
 from services.bundle import Services
 from services.errors import RollbackError, RunNotFound
@@ -204,7 +203,7 @@ async def _rollback_command(
     elif parsed.kind is CommandKind.BACKUPS:
         assert parsed.environment is not None
         environment = services.environment(parsed.environment)
-        found = await catalogue.list_backups(environment)
+        found = await provenance.list_with_provenance(environment)
         blocks = backups_message(environment.name, found, now=now)
         await _reply(respond, backups_text(environment.name, len(found)), as_dicts(blocks))
     elif parsed.kind is CommandKind.STATUS:

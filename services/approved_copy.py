@@ -50,7 +50,7 @@ def copy_folder(backups_dir: Path) -> Path:
     return backups_dir / COPY_FOLDER
 
 
-def _fsync_directory(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -78,7 +78,7 @@ def _copy_and_hash(source: Path, folder: Path) -> ApprovedCopy:
         partial.chmod(0o400)
         final = folder / f"{digest.hexdigest()}.dump"
         os.replace(partial, final)  # the same bytes, if it existed: replacing changes nothing
-        _fsync_directory(folder)
+        fsync_directory(folder)
     except BaseException:
         with contextlib.suppress(OSError):
             partial.unlink()
@@ -111,7 +111,7 @@ async def existing_copy(backups_dir: Path, sha256: str) -> ApprovedCopy | None:
     return ApprovedCopy(path, sha256, stat.st_size)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(_CHUNK):
@@ -122,7 +122,7 @@ def _sha256(path: Path) -> str:
 async def verify(copy: ApprovedCopy) -> None:
     """The copy still holds the approved bytes, or BackupError."""
     try:
-        actual = await asyncio.to_thread(_sha256, copy.path)
+        actual = await asyncio.to_thread(file_sha256, copy.path)
     except OSError as error:
         raise BackupError(
             f"The approved copy of the backup is gone ({error.strerror or error}); "

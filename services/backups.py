@@ -17,9 +17,17 @@ from services.pgtools import PgTools
 _STAMP = re.compile(r"(\d{8})-(\d{6})")
 # The form of `database.safety_backup_name`: the bot's own safety and pre-rollback dumps.
 _OWN_DUMP = re.compile(r"^pre-rollback-\d{8}-\d{6}\.dump$")
+# Beside a dump `x.dump`, its provenance `x.dump.json` (services/provenance.py); a dump being
+# written is `.x.dump.partial` until it is complete. Neither is ever a backup.
+SIDECAR_SUFFIX = ".json"
+PARTIAL_SUFFIX = ".partial"
 # A stamp or mtime this far ahead of the clock is "in the future" (a wrong clock or a
 # local-time stamp), not "0 s ago".
 FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+def is_sidecar_name(name: str) -> bool:
+    return name.endswith(".dump" + SIDECAR_SUFFIX)
 
 
 def is_own_dump(name: str) -> bool:
@@ -141,6 +149,10 @@ async def list_backups(environment: Environment) -> list[Backup]:
 def _named(folder: Path, file_name: str, requested: str) -> Backup:
     """The file `file_name` directly in `folder`; a symlink must stay inside it."""
     shown = names.visible(requested)
+    if is_sidecar_name(file_name):
+        raise BackupError(f"'{shown}' is a backup's provenance sidecar, not a backup.")
+    if file_name.endswith(PARTIAL_SUFFIX):
+        raise BackupError(f"'{shown}' is an unfinished dump, not a backup.")
     try:
         root = folder.resolve()
         path = root / file_name

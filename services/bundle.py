@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -13,6 +13,10 @@ from services.environments import Environment
 from services.errors import UnknownEnvironment
 from services.pgtools import PgTools
 from services.run_store import RunStore, process_identity
+
+# The commit deployed in an environment now (a full sha), None when it cannot be known:
+# recorded in each backup's provenance (services/provenance.py).
+DeployedCommit = Callable[[Environment], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ class Services:
     owner: str = field(default_factory=process_identity)
     # Client tool sets to choose from per run (see pgtools.choose_tools); empty: `tools`.
     tool_sets: tuple[PgTools, ...] = ()
+    # How the deployed commit is known (the git service's); None: recorded as unknown.
+    deployed_commit: DeployedCommit | None = None
 
     @property
     def tool_candidates(self) -> tuple[PgTools, ...]:

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from services import processes
-from services.backups import Backup, inspect_archive
+from services.backups import PARTIAL_SUFFIX, Backup, inspect_archive
 from services.environments import Timeouts
 from services.errors import BackupError, DatabaseError, DeadlineExceeded, RestoreFailed
 from services.pgtools import PgTools, asyncpg_url, libpq_environment, scrub, with_database
@@ -233,7 +233,7 @@ async def dump_database(
     `compression` (0-9, default pg_dump's 6): a safety backup taken while the application
     is down is worth a larger file if it is written sooner.
     """
-    partial = destination.with_name(f".{destination.name}.partial")
+    partial = destination.with_name(f".{destination.name}{PARTIAL_SUFFIX}")
     level = [] if compression is None else [f"--compress={compression}"]
     limits = target.timeouts
     try:
@@ -265,13 +265,18 @@ async def dump_database(
                 result.error_text(),
             )
         raise DatabaseError(f"pg_dump of '{target.name}' failed", result.error_text())
-    await asyncio.to_thread(_fsync, partial)
+    try:
+        await asyncio.to_thread(_fsync, partial)
+        # Checked readable before it takes a backup's name: an unreadable dump is never listed.
+        stat = await asyncio.to_thread(partial.stat)
+        written = Backup(destination.name, partial, stat.st_size, datetime.now(UTC))
+        await inspect_archive(target.tools, written, timeout=limits.dump_seconds)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     await asyncio.to_thread(partial.rename, destination)
     await asyncio.to_thread(_fsync, destination)
-    stat = await asyncio.to_thread(destination.stat)
-    backup = Backup(destination.name, destination, stat.st_size, datetime.now(UTC))
-    await inspect_archive(target.tools, backup, timeout=limits.dump_seconds)
-    return backup
+    return Backup(destination.name, destination, stat.st_size, written.created_at)
 
 
 # psql prints this line with the transaction's id right after each BEGIN of ours.

@@ -6,11 +6,14 @@ import re
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from services import names
 from services.errors import InvalidName
+
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
 
 class Strategy(StrEnum):
@@ -176,6 +179,49 @@ class GitTarget(BaseModel):
         return self
 
 
+class MigrationsKind(StrEnum):
+    """The migration tools whose table says which schema version a database is at."""
+
+    ALEMBIC = "alembic_version"
+    DJANGO = "django_migrations"
+    RAILS = "schema_migrations"  # Rails, golang-migrate
+    FLYWAY = "flyway_schema_history"
+
+
+class MigrationsTable(BaseModel):
+    """Where the schema's migration version is read: a kind, and its table if not named so.
+
+    In the file: `migrations_table = "alembic_version"`, or
+    `migrations_table = { kind = "flyway_schema_history", table = "app.schema_history" }`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: MigrationsKind
+    table: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_alone(cls, data: Any) -> Any:
+        return {"kind": data} if isinstance(data, str) else data
+
+    @field_validator("table")
+    @classmethod
+    def _identifier(cls, table: str | None) -> str | None:
+        # Unquoted SQL identifiers (PostgreSQL folds them to lower case): nothing else can
+        # reach the query.
+        if table is not None and not _TABLE_NAME.match(table):
+            raise ValueError(
+                "must be a table name, optionally schema-qualified (schema.table): "
+                "letters, digits and _, at most 63 each"
+            )
+        return table
+
+    @property
+    def table_name(self) -> str:
+        return self.table or self.kind.value
+
+
 class Environment(BaseModel):
     """One environment: its Compose project, database, backups and health checks."""
 
@@ -202,6 +248,7 @@ class Environment(BaseModel):
     approval: ApprovalPolicy = ApprovalPolicy()
     contacts: Contacts = Contacts()
     git: GitTarget | None = None
+    migrations_table: MigrationsTable | None = None  # provenance: the schema version
 
     @property
     def database_name(self) -> str:

@@ -50,6 +50,10 @@ class NoBackups(BackupError):
         super().__init__(message)
 
 
+class ProvenanceError(RollbackError):
+    """A backup's provenance sidecar could not be written (the dump itself may be fine)."""
+
+
 class ContainerError(RollbackError):
     """The Docker engine failed or the environment's containers cannot be handled."""
 

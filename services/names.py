@@ -14,6 +14,10 @@ Decided, for backup names, environment names and `/rollback` command text:
   solidus, one-dot leader, division and fraction slashes, …). Other letters, in any script,
   are accepted.
 
+A backup label (`rollback-bot backup ENV LABEL`, the file's name before its date stamp) is
+stricter: ASCII letters, digits, `.`, `_` and `-`, starting with a letter or digit, at most
+100 characters, without a date stamp of its own (the bot adds one).
+
 Each problem is one `InvalidName` with its own message, which never repeats the input.
 
 Git names (issue 9): a commit a user names is a hex sha prefix (7 to 40 digits) or a tag or
@@ -32,6 +36,8 @@ import pygit2
 from services.errors import InvalidBackupName, InvalidCommit, InvalidName
 
 BACKUP_NAME = "backup name"
+BACKUP_LABEL = "backup label"
+MAX_LABEL_CHARS = 100
 MAX_COMMAND_CHARS = 1000
 MAX_PART_BYTES = 255
 MAX_BACKUP_NAME_BYTES = 512
@@ -42,6 +48,8 @@ SHORT_SHA = 7  # the fewest hex digits taken as a commit sha
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
 
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_LABEL_STAMP = re.compile(r"\d{8}-\d{6}")
 _PERCENT_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
 # Look-alikes that NFKC leaves alone.
 _SLASH_LIKE = frozenset("\u2215\u2044\u29f8\u29f9\u2216\u2571\u2572\u0338\u20e5\u27cb\u27cd")
@@ -66,6 +74,8 @@ class NameProblem(StrEnum):
     OPTION = "option"
     SHORT_SHA = "short_sha"
     NOT_A_REF = "not_a_ref"
+    STAMPED = "stamped"
+    CHARACTERS = "characters"  # outside a label's safe set
 
 
 def _code_point(char: str) -> str:
@@ -236,6 +246,29 @@ def check_ref_name(text: str, what: str, prefix: str = "refs/heads/") -> str:
     _check_bytes(text, what, MAX_REF_BYTES)
     _check_ref_form(text, what, prefix + text)
     return text
+
+
+def backup_label(label: str) -> str:
+    """A label to name a new backup file `<label>-YYYYMMDD-HHMMSS.dump`; returned unchanged."""
+    what = BACKUP_LABEL
+    _check_characters(label, what, MAX_LABEL_CHARS)
+    if "/" in label or "\\" in label or ".." in label:
+        _refuse(what, NameProblem.TRAVERSAL, "must be a name, not a path; refused.")
+    if not _LABEL.fullmatch(label):
+        _refuse(
+            what,
+            NameProblem.CHARACTERS,
+            "may hold only ASCII letters, digits, '.', '_' and '-', and must start with a "
+            "letter or a digit.",
+        )
+    if _LABEL_STAMP.search(label):
+        _refuse(
+            what,
+            NameProblem.STAMPED,
+            "contains a date stamp (YYYYMMDD-HHMMSS); the bot adds the current one: give the "
+            "label alone, e.g. pre-deployment.",
+        )
+    return label
 
 
 def visible(text: str) -> str:

@@ -5,10 +5,10 @@ services through the same `authorize`; an action missing from the table is denie
 
 The command line: whoever can run `rollback-bot` on the bot's host holds its environments
 file and database passwords, so shell access makes an *operator*. Operators may do what
-the command line offers (request, cancel, undo, resume, abort, the read-only commands);
-their typed confirmation stands in for Slack's approvals, and the audit log names them
-(``user@host (command line)``). Slack roles never apply to them, nor the operator role to
-anyone in Slack.
+the command line offers (request, backup, cancel, undo, resume, abort, the read-only
+commands); their typed confirmation stands in for Slack's approvals, and the audit log
+names them (``user@host (command line)``). Slack roles never apply to them, nor the
+operator role to anyone in Slack.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class Action(StrEnum):
     UNDO = "undo"
     RESUME = "resume"  # an interrupted run
     ABORT = "abort"  # an interrupted run: restore and stop there
+    BACKUP = "backup"  # take a named backup now (reads the live database, writes a file)
     STATUS = "status"
     HISTORY = "history"
     BACKUPS = "backups"
@@ -126,6 +127,13 @@ PERMISSIONS: Mapping[Action, Rule] = MappingProxyType(
             refusal=_APPROVER_ONLY,
             own_run_refused=True,
             gated=True,
+        ),
+        # A backup changes nothing but the backups folder: whoever may request a rollback.
+        Action.BACKUP: _rule(
+            Role.REQUESTER,
+            Role.OPERATOR,
+            what="take a backup of {env}",
+            refusal="you are not one of its requesters",
         ),
         Action.STATUS: _rule(*_READ, what="see the status", refusal="reading is not allowed"),
         Action.HISTORY: _rule(*_READ, what="see the history", refusal="reading is not allowed"),

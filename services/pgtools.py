@@ -226,9 +226,10 @@ class ToolChoice:
 
 
 async def choose_tools(
-    candidates: Sequence[PgTools], *, server_major: int, archive: Path, timeout: float
+    candidates: Sequence[PgTools], *, server_major: int, archive: Path | None, timeout: float
 ) -> ToolChoice:
     """A tool set that can work with this server and read this dump, or a clear refusal.
+    With no `archive` (a new backup), one that can dump this server.
 
     pg_dump refuses a server newer than itself (the safety backup and the old database's
     dump would fail after the stop), and pg_restore cannot read an archive written by a
@@ -256,6 +257,8 @@ async def choose_tools(
             -item[0],
         )
     )
+    if archive is None:
+        return ToolChoice(usable[0][1], usable[0][0], server_major)
     unreadable: list[str] = []
     for major, tools in usable:
         listed = await processes.run(

@@ -28,6 +28,7 @@ from services.environments import Environment, Strategy
 from services.errors import DatabaseError, RollbackError, RunOwned
 from services.events import Listener, Step
 from services.health import run_health_checks
+from services.provenance import BackupKind
 from services.run_store import RunRecord, RunStatus
 from services.undo import undo_rollback
 from services.workflow import (
@@ -560,6 +561,7 @@ async def _dump_old(execution: Execution, old: str) -> None:
             )
             execution.safety = dump
             record.message = f"{dump.name} ({dump.size_bytes / 1e6:.1f} MB)"
+            record.message += await execution.sidecar(dump, BackupKind.OLD_DATABASE, old)
     except RollbackError as error:
         log.warning("dumping the old database %s failed: %s", old, error)
 

@@ -6,12 +6,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from services import backups as catalogue
-from services import database, log_context, swap
+from services import database, log_context, provenance, swap
 from services.backups import Backup
 from services.bundle import Services
 from services.environments import Environment, Strategy
 from services.errors import RollbackError
 from services.events import Listener, Step
+from services.provenance import BackupKind
 from services.run_store import ACTIVE, RunRecord, RunStatus
 from services.workflow import (
     Execution,
@@ -221,6 +222,14 @@ async def expire_old_databases(services: Services) -> list[str]:
                 old = target.on(name)
                 dump = await database.dump_database(
                     old, environment.backups_dir / database.safety_backup_name(now)
+                )
+                await provenance.record_quietly(
+                    services,
+                    environment,
+                    dump,
+                    kind=BackupKind.OLD_DATABASE,
+                    source=old,
+                    run_id=run.id,
                 )
                 result = {**result, "safety_backup": str(dump.path)}
             await swap.drop_database(target, name)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from services import approved_copy, database, log_context, swap
+from services import approved_copy, database, log_context, provenance, swap
 from services import backups as catalogue
 from services.approved_copy import ApprovedCopy
 from services.backups import ArchiveContents, Backup
@@ -364,8 +364,15 @@ class Execution:
         self.database_unavailable_seconds: float | None = None
         self.health: HealthReport | None = None
         self.source = plan.backup  # in place: the approved copy, once verified
+        # The deployed commit for the safety backup's provenance (never raises).
+        self.commit: asyncio.Future[provenance.CommitAnswer] | None = None
 
     async def stop(self) -> None:
+        if self.plan.strategy is Strategy.IN_PLACE and self.commit is None:
+            # Asked while the application still answers, alongside the stop and the dump.
+            self.commit = asyncio.ensure_future(
+                provenance.ask_deployed_commit(self.services, self.env)
+            )
         async with self.recorder.step(Step.STOP) as record:
             current = await self.services.runtime.containers(self.env.compose_project)
             running = [c for c in current if c.running]
@@ -405,6 +412,24 @@ class Execution:
             )
             await self.recorder.journal(Step.SAFETY_BACKUP, safety_backup_done=True)
             record.message = f"{self.safety.name} ({self.safety.size_bytes / 1e6:.1f} MB)"
+            record.message += await self.sidecar(self.safety, provenance.BackupKind.SAFETY)
+
+    async def sidecar(
+        self, dump: Backup, kind: provenance.BackupKind, database_name: str | None = None
+    ) -> str:
+        """The dump's provenance (of `database_name`, default the live one); a failure is a
+        note for the step's message, never the run's failure."""
+        source = self.target.on(database_name) if database_name else self.target
+        note = await provenance.record_quietly(
+            self.services,
+            self.env,
+            dump,
+            kind=kind,
+            source=source,
+            run_id=self.recorder.run_id,
+            commit=self.commit,
+        )
+        return f"; {note}" if note else ""
 
     def _journal_transaction(self, step: Step, prefix: str) -> database.TransactionHook:
         async def hook(label: str, xid: int) -> None:
@@ -887,6 +912,9 @@ async def _archive_old(run: Execution, names: swap.SwapNames, result: RollbackRe
             run.safety = await database.dump_database(old, run.plan.safety_backup)
             await run.recorder.journal(Step.ARCHIVE_OLD, archive_old_done=True)
             record.message = f"{run.safety.name} ({run.safety.size_bytes / 1e6:.1f} MB)"
+            record.message += await run.sidecar(
+                run.safety, provenance.BackupKind.OLD_DATABASE, names.old
+            )
     except RollbackError as error:
         # The environment is fine and the old database itself is still there.
         log.warning("dumping the old database failed: %s", error)

@@ -8,6 +8,7 @@ import pty
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import aiodocker
 import asyncpg
@@ -26,16 +27,22 @@ from tests.hostile import HOSTILE
 from tests.services.conftest import Stage, change_after_backup, container_states
 
 
+async def spawn(
+    *args: str, env: dict[str, str] | None = None, **streams: Any
+) -> asyncio.subprocess.Process:
+    """A `rollback-bot` process (resolved from the cwd: the worktree under test)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", *args, env={**os.environ, **(env or {})}, **streams
+    )
+
+
 async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.cli",
+    process = await spawn(
         *args,
+        env=env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
     )
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
@@ -440,18 +447,15 @@ async def test_not_confirmed_exits_3_and_changes_nothing(
     before = await table_checksums(stage.dsn)
     controller, terminal = pty.openpty()
     try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot.cli",
+        process = await spawn(
             "--config",
             str(config),
             "rollback",
             stage.environment.name,
+            env=store_env(pg),
             stdin=terminal,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **store_env(pg)},
         )
         os.write(controller, b"not-the-name\n")
         out, err = await asyncio.wait_for(process.communicate(), 120)

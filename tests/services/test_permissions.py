@@ -178,3 +178,14 @@ async def test_undo_names_exactly_the_run_it_undoes(stage: Stage) -> None:
             stage.services, name, requested_by="U0BOB", listener=ignore, run_id=first.id
         )
     assert [r.kind for r in await store.recent_runs(name)] == ["database", "database"]
+
+
+async def test_a_backup_is_for_operators_and_the_environments_requesters(stage: Stage) -> None:
+    stage = with_policy(stage, requesters=("U0ALICE",))
+    name = stage.environment.name
+    for actor in (Actor.command_line("ops@host (command line)"), Actor("U0ALICE")):
+        await authorize(stage.services, GROUPS, action=Action.BACKUP, actor=actor, environment=name)
+    with pytest.raises(PermissionDenied, match="may not take a backup"):
+        await authorize(
+            stage.services, GROUPS, action=Action.BACKUP, actor=Actor("U0DAVE"), environment=name
+        )
