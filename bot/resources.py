@@ -14,6 +14,7 @@ from services.bundle import Services
 from services.containers import DockerRuntime
 from services.environments import Environment
 from services.errors import ConfigError, DatabaseError
+from services.git import deployed_commit_reader
 from services.pgtools import asyncpg_url, find_pg_tools, installed_tool_sets, mask_password
 from services.run_store import RunStore, migrate
 
@@ -70,4 +71,5 @@ async def open_services(
             tools=tools,
             store=RunStore(pool),
             tool_sets=installed_tool_sets(settings.pg_bin),
+            deployed_commit=deployed_commit_reader(http),
         )

@@ -15,9 +15,9 @@ import aiohttp
 import pygit2
 
 from services import names
-from services.environments import DeployedSource, GitTarget
+from services.environments import DeployedSource, Environment, GitTarget
 from services.errors import DeployedCommitUnknown, UnknownCommit, VersionNotReported
-from services.git.credentials import GitCredentials
+from services.git.credentials import GitCredentials, credentials_from_environment
 from services.git.remote_url import display_url, scrub
 from services.git.working_copy import WorkingCopy, open_working_copy
 
@@ -143,6 +143,7 @@ class VersionProgress:
 
 
 ProgressCallback = Callable[[VersionProgress], Awaitable[None]]
+DeployedCommitOf = Callable[[Environment], Awaitable[str | None]]  # = bundle.DeployedCommit
 
 
 def same_commit(reported: str, sha: str) -> bool:
@@ -191,3 +192,15 @@ async def wait_for_version(
                 reported if reported is not None else problem or "nothing",
             )
         await asyncio.sleep(pause)
+
+
+def deployed_commit_reader(http: aiohttp.ClientSession) -> DeployedCommitOf:
+    """`Services.deployed_commit`: what an environment runs now, None without a git target."""
+
+    async def read(environment: Environment) -> str | None:
+        if environment.git is None:
+            return None
+        credentials = credentials_from_environment(environment.git)
+        return await deployed_commit(environment.git, credentials, http)
+
+    return read

@@ -28,6 +28,7 @@ from tests.bot.test_cli import (
     store_env,
     write_config,
 )
+from tests.git_repos import BOB, Upstream
 from tests.hostile import HOSTILE
 from tests.services.conftest import Stage
 from tests.services.test_provenance import sha256
@@ -90,6 +91,31 @@ async def test_backup_writes_a_readable_dump_with_its_provenance_and_backups_sho
     assert "commit ? · schema 3f2a · sha256 verified]" in line
     (plain,) = [line for line in out.splitlines() if line.startswith(stage.backup.name)]
     assert "[" not in plain  # no sidecar: listed as before
+
+
+async def test_backup_records_the_commit_the_environment_runs(
+    stage: Stage, pg: ThrowawayPostgres, tmp_path: Path, store_pool: object
+) -> None:
+    """With a git target, the sidecar names the deployed commit (here: the branch tip)."""
+    upstream = Upstream(tmp_path / "upstream")
+    upstream.commit({"app.py": "v1\n"}, "first")
+    deployed = upstream.commit({"app.py": "v2\n"}, "second", BOB)
+    config = write_config(stage, tmp_path)
+    env = stage.environment.name
+    config.write_text(
+        config.read_text()
+        + f'[environments.{env}.git]\nurl = "{upstream.url}"\n'
+        + f'workdir = "{tmp_path / "clone"}"\n'
+    )
+
+    code, out, err = await cli("--config", str(config), "backup", env, env=store_env(pg))
+
+    assert code == 0, err
+    (path,) = stage.environment.backups_dir.glob("manual-*.dump")
+    known = read_provenance(path)
+    assert known is not None and known.deployed_commit == deployed
+    code, out, _ = await cli("--config", str(config), "backups", env)
+    assert f"commit {deployed[:7]}" in out
 
 
 @settings(HOSTILE, max_examples=6)
