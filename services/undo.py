@@ -103,7 +103,11 @@ async def undo_rollback(
         kind="undo",
         requested_by=requested_by,
         status=RunStatus.APPROVED,
-        plan={"undo_of": original.id, "old_database": old},
+        plan={
+            "undo_of": original.id,
+            "old_database": old,
+            "cutover_mode": environment.cutover_mode.value,
+        },
         strategy=Strategy.SWAP.value,
     )
     run_id = run_record.id
@@ -120,7 +124,7 @@ async def undo_rollback(
             run_id, to=RunStatus.RUNNING, expect=(RunStatus.APPROVED,), owner=lease.owner
         )
         try:
-            await run.stop()
+            await run.hold()
             async with recorder.step(Step.SWAP_BACK) as record:
                 await recorder.journal(
                     Step.SWAP_BACK,
@@ -141,7 +145,7 @@ async def undo_rollback(
             await services.store.update(
                 original.id, result={**original.result, "undone_by": run_id}
             )
-            await run.start()
+            await run.release()
             await run.check_health()
             if run.down_since is not None:
                 result.downtime_seconds = time.monotonic() - run.down_since
@@ -193,6 +197,7 @@ async def _undo_plan(
         planned_at=now,
         strategy=Strategy.SWAP,
         strategy_note="undo of a swap",
+        cutover_mode=environment.cutover_mode,  # a swap: every mode applies
     )
 
 

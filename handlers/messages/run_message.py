@@ -116,7 +116,7 @@ def _plan_section(view: RunView, now: datetime) -> SectionBlock:
         *(f"*Note*\n⚠️ {escape(n)}" for n in _backup_notes(plan)),
         f"*Strategy*\n{escape(str(plan.get('strategy_note') or plan.get('strategy')))}",
         f"*Tables in backup*\n{plan.get('tables_in_backup', '?')}",
-        f"*Containers to stop*\n{len(plan.get('containers') or [])}",
+        f"*Containers to {_MODE_VERBS[_mode(plan)][0]}*\n{len(plan.get('containers') or [])}",
     ]
     return SectionBlock(
         block_id=BlockId.PLAN,
@@ -125,11 +125,29 @@ def _plan_section(view: RunView, now: datetime) -> SectionBlock:
     )
 
 
+# cut-over mode → (the field's verb, the containers section's words)
+_MODE_VERBS = {
+    "stop": ("stop", "Containers that will stop"),
+    "pause": ("pause", "Containers that will be paused"),
+    "keep": ("keep running", "Containers kept running"),
+}
+
+
+def _mode(plan: dict[str, Any]) -> str:
+    mode = str(plan.get("cutover_mode") or "stop")
+    return mode if mode in _MODE_VERBS else "stop"
+
+
 def _containers_section(view: RunView) -> SectionBlock:
     names = [escape(str(n)) for n in view.plan.get("containers") or []]
-    head = f"*Containers that will stop ({len(names)}):* "
-    listed = join_limited(names, MAX_SECTION_TEXT - len(head), sep=", ") or "none"
-    return SectionBlock(block_id=BlockId.CONTAINERS, text=MarkdownTextObject(text=head + listed))
+    head = f"*{_MODE_VERBS[_mode(view.plan)][1]} ({len(names)}):* "
+    sees = view.plan.get("application_sees")
+    tail = f"\n*What the application sees:* {escape(str(sees))}" if sees else ""
+    room = MAX_SECTION_TEXT - len(head) - len(tail)
+    listed = join_limited(names, room, sep=", ") or "none"
+    return SectionBlock(
+        block_id=BlockId.CONTAINERS, text=MarkdownTextObject(text=head + listed + tail)
+    )
 
 
 def _notes(view: RunView) -> list[str]:

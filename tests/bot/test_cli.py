@@ -49,7 +49,14 @@ async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
     return process.returncode, out.decode(), err.decode()
 
 
-def write_config(stage: Stage, folder: Path, strategy: str = "in-place", *, more: str = "") -> Path:
+def write_config(
+    stage: Stage,
+    folder: Path,
+    strategy: str = "in-place",
+    *,
+    more: str = "",
+    cutover_mode: str = "stop",
+) -> Path:
     env = stage.environment
     http = "\n".join(
         f'[[environments.{env.name}.health.http]]\nname = "{c.name}"\nurl = "{c.url}"\n'
@@ -64,6 +71,7 @@ database_url = "{env.database_url.get_secret_value()}"
 backups_dir = "{env.backups_dir}"
 stop_timeout_seconds = 5
 strategy = "{strategy}"
+cutover_mode = "{cutover_mode}"
 
 [environments.{env.name}.health]
 deadline_seconds = 20
