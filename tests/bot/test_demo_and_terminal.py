@@ -4,6 +4,7 @@ line version, Ctrl-C), and the terminal's live step list."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import re
@@ -22,7 +23,7 @@ from pydantic import SecretStr
 from bot.terminal import StepView, backup_lines, plan_lines, result_lines
 from services.backups import ArchiveContents, Backup
 from services.containers import Container
-from services.environments import Environment
+from services.environments import CutoverMode, Environment, Strategy
 from services.events import EventKind, Step, StepEvent
 from services.workflow import RollbackPlan, RollbackResult
 
@@ -254,3 +255,37 @@ def test_the_terminal_shows_hostile_names_as_escapes_and_flags_future_dates() ->
     failed = result_lines(RollbackResult("rb-1", ok=False, error=f"Backup '{hostile_name}' gone"))
     assert not any(line.startswith("Rollback SUCCEEDED") for line in failed)
     assert all("\x1b" not in line and "\n" not in line for line in failed)
+
+
+def test_the_terminal_plan_says_the_cut_over_mode_and_its_steps() -> None:
+    """Issue 10: the plan on the command line names the mode, what the application sees
+    and the steps it brings (keep: no container step at all)."""
+    environment = Environment(
+        name="production",
+        compose_project="production",
+        database_url=SecretStr("postgresql://a@h/app"),
+        database_display="postgresql://a@h/app",
+        backups_dir=Path("/b"),
+        cutover_mode=CutoverMode.KEEP,
+    )
+    now = datetime.now(UTC)
+    plan = RollbackPlan(
+        environment,
+        Backup("a.dump", Path("/b/a.dump"), 1000, now - timedelta(hours=1)),
+        ArchiveContents("app", 3, ("public.orders",)),
+        (Container("id", "production-web-1", "web", "running"),),
+        Path("/b/pre-rollback-20241203-000001.dump"),
+        now,
+        Strategy.SWAP,
+        cutover_mode=CutoverMode.KEEP,
+    )
+    shown = "\n".join(plan_lines(plan))
+    assert "  cut-over      keep: keeps running: at the rename new connections are refused" in shown
+    assert (
+        "  steps         Restore into a staging database → Swap the databases → Health checks"
+        " → Dump the old database to the backups folder"
+    ) in shown
+    paused = dataclasses.replace(plan, cutover_mode=CutoverMode.PAUSE)
+    assert "Pause containers → Swap the databases → Thaw containers" in "\n".join(
+        plan_lines(paused)
+    )

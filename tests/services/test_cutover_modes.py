@@ -3,7 +3,6 @@ containers and a real PostgreSQL; and a run SIGKILLed while they are paused."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tests.services.test_recovery import (
     database_names,
     kill_during,
     recover,
+    rename_blocked,
 )
 
 
@@ -187,16 +187,8 @@ async def test_killed_while_paused_at_the_cut_over_is_thawed_by_recovery(
             and set((await container_states(docker, stage.project)).values()) == {"paused"}
         )
 
-    blocker = await asyncpg.connect(pg.superuser_dsn("postgres"))
-    try:
-        await blocker.execute("BEGIN")
-        # An open transaction holding a lock on the database object blocks the rename.
-        await blocker.execute(f"COMMENT ON DATABASE \"{live}\" IS 'held by a test'")
+    async with rename_blocked(pg, live):
         killed.run = await kill_during(stage, pg, config, paused_at_the_rename)
-        await asyncio.sleep(0.2)
-        await blocker.execute("ROLLBACK")
-    finally:
-        await blocker.close()
     assert set((await container_states(docker, stage.project)).values()) == {"paused"}
     assert [c["id"] for c in killed.run.journal["pausing"]] == [
         stage.project.container_ids[s] for s in ("web", "worker")
