@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiodocker
 import pytest
@@ -234,22 +235,7 @@ def test_the_terminal_shows_hostile_names_as_escapes_and_flags_future_dates() ->
     assert "DATED IN THE FUTURE" in lines[1] and "0 s" not in lines[1]
     assert "(the bot's own safety dump)" in lines[2]
     assert lines[3].startswith("x\\nRollback SUCCEEDED (run 1)\\x1b[2K\\u202e.dump")
-    environment = Environment(
-        name="production",
-        compose_project="production",
-        database_url=SecretStr("postgresql://a@h/app"),
-        database_display="postgresql://a@h/app",
-        backups_dir=Path("/b"),
-    )
-    plan = RollbackPlan(
-        environment,
-        future,
-        ArchiveContents("app", 3, ("public.orders",)),
-        (Container("id", "production-web-1", "web", "running"),),
-        Path("/b/pre-rollback-20991231-000001.dump"),
-        now,
-    )
-    shown = plan_lines(plan)
+    shown = plan_lines(one_container_plan(future, now))
     assert any("DATED IN THE FUTURE" in line for line in shown)
     assert any(line.startswith("  warning       dated in the future") for line in shown)
     failed = result_lines(RollbackResult("rb-1", ok=False, error=f"Backup '{hostile_name}' gone"))
@@ -260,25 +246,9 @@ def test_the_terminal_shows_hostile_names_as_escapes_and_flags_future_dates() ->
 def test_the_terminal_plan_says_the_cut_over_mode_and_its_steps() -> None:
     """Issue 10: the plan on the command line names the mode, what the application sees
     and the steps it brings (keep: no container step at all)."""
-    environment = Environment(
-        name="production",
-        compose_project="production",
-        database_url=SecretStr("postgresql://a@h/app"),
-        database_display="postgresql://a@h/app",
-        backups_dir=Path("/b"),
-        cutover_mode=CutoverMode.KEEP,
-    )
     now = datetime.now(UTC)
-    plan = RollbackPlan(
-        environment,
-        Backup("a.dump", Path("/b/a.dump"), 1000, now - timedelta(hours=1)),
-        ArchiveContents("app", 3, ("public.orders",)),
-        (Container("id", "production-web-1", "web", "running"),),
-        Path("/b/pre-rollback-20241203-000001.dump"),
-        now,
-        Strategy.SWAP,
-        cutover_mode=CutoverMode.KEEP,
-    )
+    backup = Backup("a.dump", Path("/b/a.dump"), 1000, now - timedelta(hours=1))
+    plan = one_container_plan(backup, now, strategy=Strategy.SWAP, cutover_mode=CutoverMode.KEEP)
     shown = "\n".join(plan_lines(plan))
     assert "  cut-over      keep: keeps running: at the rename new connections are refused" in shown
     assert (
@@ -289,3 +259,23 @@ def test_the_terminal_plan_says_the_cut_over_mode_and_its_steps() -> None:
     assert "Pause containers → Swap the databases → Thaw containers" in "\n".join(
         plan_lines(paused)
     )
+
+
+def one_container_plan(backup: Backup, now: datetime, **changes: Any) -> RollbackPlan:
+    """A plan for environment production and its one container, for the renderers."""
+    environment = Environment(
+        name="production",
+        compose_project="production",
+        database_url=SecretStr("postgresql://a@h/app"),
+        database_display="postgresql://a@h/app",
+        backups_dir=Path("/b"),
+    )
+    plan = RollbackPlan(
+        environment,
+        backup,
+        ArchiveContents("app", 3, ("public.orders",)),
+        (Container("id", "production-web-1", "web", "running"),),
+        Path("/b/pre-rollback-20991231-000001.dump"),
+        now,
+    )
+    return dataclasses.replace(plan, **changes)
