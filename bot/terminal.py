@@ -114,6 +114,10 @@ def plan_rows(plan: RollbackPlan) -> list[tuple[str, str]]:
     return rows
 
 
+# Where the downtime starts, per cut-over mode.
+_DOWN_SINCE = {"pause": "containers paused", "keep": "cut-over"}
+
+
 def plan_lines(plan: RollbackPlan) -> list[str]:
     return [f"Rollback plan for {shown(plan.environment.name)}"] + [
         f"  {key:<13} {value}" if key else f"{'':<18}{value}" for key, value in plan_rows(plan)
@@ -303,7 +307,8 @@ def result_lines(result: RollbackResult) -> list[str]:
     if result.downtime_seconds is not None:
         lines.append(
             f"  downtime      {humanize.duration(result.downtime_seconds)} "
-            "(containers stopped → health checks passing)"
+            f"({_DOWN_SINCE.get(result.cutover_mode, 'containers stopped')} → health checks "
+            "passing)"
         )
     if result.database_unavailable_seconds is not None:
         lines.append(

@@ -115,7 +115,12 @@ async def undo_rollback(
     plan = await _undo_plan(services, environment, original)
     recorder = StepRecorder(services, run_id, listener)
     run = Execution(services, plan, recorder)
-    result = RollbackResult(run_id=run_id, ok=False, strategy=Strategy.SWAP.value)
+    result = RollbackResult(
+        run_id=run_id,
+        ok=False,
+        strategy=Strategy.SWAP.value,
+        cutover_mode=environment.cutover_mode.value,
+    )
     async with (
         log_context.run_scope(run_id, environment.name),
         services.store.lease(run_id, owner=services.owner) as lease,

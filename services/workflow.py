@@ -111,6 +111,7 @@ class RollbackResult:
     downtime_seconds: float | None = None  # containers stopped → health checks passing
     database_unavailable_seconds: float | None = None
     strategy: str = Strategy.IN_PLACE.value
+    cutover_mode: str = CutoverMode.STOP.value
     old_database: str | None = None  # swap: the pre-rollback database, kept for undo
     keep_old_until: datetime | None = None
     backup_sha256: str | None = None  # the bytes that were restored (the approved copy's)
@@ -124,6 +125,7 @@ class RollbackResult:
             "downtime_seconds": self.downtime_seconds,
             "database_unavailable_seconds": self.database_unavailable_seconds,
             "strategy": self.strategy,
+            "cutover_mode": self.cutover_mode,
             "old_database": self.old_database,
             "keep_old_until": self.keep_old_until.isoformat() if self.keep_old_until else None,
             "backup_sha256": self.backup_sha256,
@@ -844,7 +846,12 @@ async def execute_rollback(
 async def _execute_owned(
     services: Services, plan: RollbackPlan, run_id: str, listener: Listener
 ) -> RollbackResult:
-    result = RollbackResult(run_id=run_id, ok=False, strategy=plan.strategy.value)
+    result = RollbackResult(
+        run_id=run_id,
+        ok=False,
+        strategy=plan.strategy.value,
+        cutover_mode=plan.cutover_mode.value,
+    )
     try:
         return await _execute_steps(services, plan, run_id, listener, result)
     finally:

@@ -133,6 +133,16 @@ _MODE_VERBS = {
 }
 
 
+# What Approve does to the application, per cut-over mode (the confirmation dialog).
+_CONFIRM = {
+    "stop": "This stops {env}, replaces its database with {backup} and starts it again.",
+    "pause": "This pauses {env}, replaces its database with {backup} and thaws it.",
+    "keep": "This replaces the database of {env} with {backup} while it keeps running "
+    "(its database sessions are ended).",
+}
+_UNDO_HOLD = {"stop": "stops", "pause": "pauses", "keep": "ends the database sessions of"}
+
+
 def _mode(plan: dict[str, Any]) -> str:
     mode = str(plan.get("cutover_mode") or "stop")
     return mode if mode in _MODE_VERBS else "stop"
@@ -316,8 +326,8 @@ def _decision_block(view: RunView) -> ActionsBlock:
                 style="primary",
                 confirm=_confirm(
                     "Approve the rollback?",
-                    f"This stops {env}, replaces its database with {backup} and starts it "
-                    "again. Data written since the backup leaves the live database.",
+                    _CONFIRM[_mode(view.plan)].format(env=env, backup=backup)
+                    + " Data written since the backup leaves the live database.",
                     "Approve",
                 ),
             ),
@@ -399,8 +409,9 @@ def _undo_block(view: RunView) -> ActionsBlock | None:
                 style="danger",
                 confirm=_confirm(
                     "Undo the rollback?",
-                    f"This stops {env} for a moment and swaps the pre-rollback database back "
-                    "in. Data written since the rollback stays in the database set aside.",
+                    f"This {_UNDO_HOLD[view.environment.cutover_mode.value]} {env} for a moment "
+                    "and swaps the pre-rollback database back in. Data written since the "
+                    "rollback stays in the database set aside.",
                     "Undo",
                 ),
             )

@@ -282,14 +282,24 @@ def test_data_loss_preview_marks_estimates() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "head", "field"),
+    ("mode", "head", "field", "approving"),
     [
-        (CutoverMode.PAUSE, "Containers that will be paused (2)", "*Containers to pause*\n2"),
-        (CutoverMode.KEEP, "Containers kept running (2)", "*Containers to keep running*\n2"),
+        (
+            CutoverMode.PAUSE,
+            "Containers that will be paused (2)",
+            "*Containers to pause*\n2",
+            "This pauses production, replaces its database with",
+        ),
+        (
+            CutoverMode.KEEP,
+            "Containers kept running (2)",
+            "*Containers to keep running*\n2",
+            "This replaces the database of production with",
+        ),
     ],
 )
 def test_plan_message_says_the_cut_over_mode_and_what_the_application_sees(
-    mode: CutoverMode, head: str, field: str
+    mode: CutoverMode, head: str, field: str, approving: str
 ) -> None:
     """Issue 10: approvers read what the containers go through and what the app will see."""
     view = make_view()
@@ -302,3 +312,4 @@ def test_plan_message_says_the_cut_over_mode_and_what_the_application_sees(
         f"*What the application sees:* {sees}"
     )
     assert field in [f["text"] for f in wire[1]["fields"]]
+    assert wire[7]["elements"][0]["confirm"]["text"]["text"].startswith(approving)
