@@ -293,7 +293,7 @@ async def one_size(
                     else:
                         name, url = names[strategy, mode], f"{base}/customer"
                         row.update(await one_rollback(services, name, url, args))
-                        for extra in backups.glob("pre-rollback-*.dump"):
+                        for extra in backups.glob("pre-rollback-*"):  # and sidecars
                             extra.unlink()
                     results.append(row)
                     print(line(row), flush=True)
