@@ -55,13 +55,14 @@ def write_config(
     strategy: str = "in-place",
     *,
     more: str = "",
-    cutover_mode: str = "stop",
+    cutover_mode: str | None = None,
 ) -> Path:
     env = stage.environment
     http = "\n".join(
         f'[[environments.{env.name}.health.http]]\nname = "{c.name}"\nurl = "{c.url}"\n'
         for c in env.health.http
     )
+    mode = f'cutover_mode = "{cutover_mode}"' if cutover_mode else ""  # default: stop
     path = folder / "rollback.toml"
     path.write_text(
         f"""
@@ -71,7 +72,7 @@ database_url = "{env.database_url.get_secret_value()}"
 backups_dir = "{env.backups_dir}"
 stop_timeout_seconds = 5
 strategy = "{strategy}"
-cutover_mode = "{cutover_mode}"
+{mode}
 
 [environments.{env.name}.health]
 deadline_seconds = 20
