@@ -20,12 +20,14 @@ from services import names
 from services.environments import (
     ApprovalPolicy,
     Contacts,
+    CutoverMode,
     Environment,
     GitTarget,
     HealthConfig,
     MigrationsTable,
     Strategy,
     Timeouts,
+    mode_problem,
 )
 from services.errors import ConfigError, InvalidName
 from services.git import remote_url
@@ -47,6 +49,7 @@ class EnvironmentEntry(BaseModel):
     restore_jobs: int = Field(default=2, ge=1)
     safety_backup_compression: int = Field(default=1, ge=0, le=9)
     strategy: Strategy = Strategy.SWAP
+    cutover_mode: CutoverMode = CutoverMode.STOP
     keep_old_database_hours: float = Field(default=24.0, ge=0)
     preview_exact_mb: float = Field(default=256.0, ge=0)
     preview_timeout_seconds: float = Field(default=15.0, gt=0)
@@ -222,8 +225,11 @@ def load_environments(path: Path) -> dict[str, Environment]:
                 f"{policy.escalate_after_minutes:g} is not less than expiry_minutes "
                 f"({policy.expiry_minutes:g}): the request would expire before it escalates"
             )
+        mode = mode_problem(entry.strategy, entry.cutover_mode)
+        if mode:
+            problems.append(f"environments.{name}.cutover_mode: {mode}")
         url = _database_url(name, entry, _read_env_file(env_file), problems)
-        if url is None:
+        if url is None or mode:
             continue
         environments[name] = Environment(
             name=name,
@@ -236,6 +242,7 @@ def load_environments(path: Path) -> dict[str, Environment]:
             restore_jobs=entry.restore_jobs,
             safety_backup_compression=entry.safety_backup_compression,
             strategy=entry.strategy,
+            cutover_mode=entry.cutover_mode,
             keep_old_database_hours=entry.keep_old_database_hours,
             preview_exact_mb=entry.preview_exact_mb,
             preview_timeout_seconds=entry.preview_timeout_seconds,

@@ -24,7 +24,7 @@ from services import humanize
 from services.backup_now import TakenBackup
 from services.backups import Backup
 from services.environments import Strategy
-from services.events import EXECUTE_STEPS, STEP_LABELS, SWAP_STEPS, EventKind, Step, StepEvent
+from services.events import STEP_LABELS, EventKind, Step, StepEvent, planned_steps
 from services.names import visible
 from services.provenance import Listed, as_listed, sidecar_path
 from services.run_store import RunRecord, RunStatus
@@ -102,15 +102,20 @@ def plan_rows(plan: RollbackPlan) -> list[tuple[str, str]]:
         ),
         *(("", f"{shown(c.name)} ({c.state})") for c in plan.containers),
     ]
-    steps = SWAP_STEPS if plan.strategy is Strategy.SWAP else EXECUTE_STEPS
+    steps = planned_steps(plan.strategy.value, plan.cutover_mode.value)
     kept = " (a dump of the old database, which is also kept)"
     swapping = plan.strategy is Strategy.SWAP
     rows += [
         ("strategy", plan.strategy_note or plan.strategy.value),
+        ("cut-over", f"{plan.cutover_mode.value}: {plan.application_sees}"),
         ("safety backup", shown(plan.safety_backup) + (kept if swapping else "")),
         ("steps", " → ".join(STEP_LABELS[s] for s in steps)),
     ]
     return rows
+
+
+# Where the downtime starts, per cut-over mode.
+_DOWN_SINCE = {"pause": "containers paused", "keep": "cut-over"}
 
 
 def plan_lines(plan: RollbackPlan) -> list[str]:
@@ -302,7 +307,8 @@ def result_lines(result: RollbackResult) -> list[str]:
     if result.downtime_seconds is not None:
         lines.append(
             f"  downtime      {humanize.duration(result.downtime_seconds)} "
-            "(containers stopped → health checks passing)"
+            f"({_DOWN_SINCE.get(result.cutover_mode, 'containers stopped')} → health checks "
+            "passing)"
         )
     if result.database_unavailable_seconds is not None:
         lines.append(

@@ -67,6 +67,8 @@ def _bot_item(event: EventRecord) -> ChecklistItem | None:
             Step.SAFETY_BACKUP.value: ChecklistItem.BACKUP_CREATED,
             Step.ARCHIVE_OLD.value: ChecklistItem.BACKUP_CREATED,  # swap: the old database
             Step.START.value: ChecklistItem.EXECUTED,
+            Step.UNPAUSE.value: ChecklistItem.EXECUTED,  # the pause cut-over mode
+            Step.CUTOVER.value: ChecklistItem.EXECUTED,  # keep: the containers never stop
             Step.HEALTH.value: ChecklistItem.HEALTH_PASSED,
         }.get(event.step or "")
     return None

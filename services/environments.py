@@ -21,6 +21,25 @@ class Strategy(StrEnum):
     SWAP = "swap"
 
 
+class CutoverMode(StrEnum):
+    """What happens to the environment's containers while the database is replaced."""
+
+    STOP = "stop"  # the runbook's: stopped, started again after (the application boots)
+    PAUSE = "pause"  # frozen (docker pause) and thawed after: no boot, requests wait
+    KEEP = "keep"  # untouched: its sessions are ended at the rename and it reconnects
+
+
+def mode_problem(strategy: Strategy, mode: CutoverMode) -> str | None:
+    """Why a cut-over mode cannot go with a strategy (None: it can)."""
+    if strategy is Strategy.IN_PLACE and mode is CutoverMode.KEEP:
+        return (
+            'keep needs strategy = "swap": in place, a running application would write '
+            "while the safety backup is taken and the database is emptied and restored, and "
+            "those writes would be lost; use pause (frozen during the restore) or stop"
+        )
+    return None
+
+
 class HttpCheck(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -238,6 +257,7 @@ class Environment(BaseModel):
     # The in-place safety backup is taken while the application is down: fast gzip.
     safety_backup_compression: int = Field(default=1, ge=0, le=9)
     strategy: Strategy = Strategy.SWAP  # falls back to in-place where there is no room
+    cutover_mode: CutoverMode = CutoverMode.STOP  # keep: stop instead where it runs in place
     keep_old_database_hours: float = Field(default=24.0, ge=0)  # swap: instant undo window
     # swap: the data-loss preview counts tables exactly up to this many MB in all, and
     # estimates the rest; it ends within the timeout whatever the database's size.
@@ -249,6 +269,13 @@ class Environment(BaseModel):
     contacts: Contacts = Contacts()
     git: GitTarget | None = None
     migrations_table: MigrationsTable | None = None  # provenance: the schema version
+
+    @model_validator(mode="after")
+    def _mode_fits_strategy(self) -> Environment:
+        problem = mode_problem(self.strategy, self.cutover_mode)
+        if problem:
+            raise ValueError(f"cutover_mode: {problem}")
+        return self
 
     @property
     def database_name(self) -> str:

@@ -25,6 +25,9 @@ class Step(StrEnum):
     ANALYZE = "analyze"
     SWAP_BACK = "swap_back"
     ARCHIVE_OLD = "archive_old"
+    # The pause cut-over mode (also on the way back after a failure).
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
 
 
 STEP_LABELS: dict[Step, str] = {
@@ -41,11 +44,24 @@ STEP_LABELS: dict[Step, str] = {
     Step.ANALYZE: "Refresh planner statistics",
     Step.SWAP_BACK: "Swap the old database back",
     Step.ARCHIVE_OLD: "Dump the old database to the backups folder",
+    Step.PAUSE: "Pause containers",
+    Step.UNPAUSE: "Thaw containers",
 }
 
 EXECUTE_STEPS = (Step.STOP, Step.SAFETY_BACKUP, Step.RESTORE, Step.START, Step.HEALTH)
 SWAP_STEPS = (Step.PREPARE, Step.STOP, Step.CUTOVER, Step.START, Step.HEALTH, Step.ARCHIVE_OLD)
 UNDO_STEPS = (Step.STOP, Step.SWAP_BACK, Step.START, Step.HEALTH)
+
+
+def planned_steps(strategy: str | None, cutover_mode: str | None = None) -> tuple[Step, ...]:
+    """The steps a run of this strategy and cut-over mode goes through, in order."""
+    steps = SWAP_STEPS if strategy == "swap" else EXECUTE_STEPS
+    if cutover_mode == "pause":
+        paused = {Step.STOP: Step.PAUSE, Step.START: Step.UNPAUSE}
+        return tuple(paused.get(s, s) for s in steps)
+    if cutover_mode == "keep":
+        return tuple(s for s in steps if s not in (Step.STOP, Step.START))
+    return steps
 
 
 class EventKind(StrEnum):

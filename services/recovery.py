@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -19,10 +20,10 @@ from typing import Any
 
 import asyncpg
 
-from services import approved_copy, database, log_context, swap
+from services import approved_copy, cutover_modes, database, log_context, swap
 from services.backups import Backup
 from services.bundle import Services
-from services.containers import Container
+from services.containers import Container, ContainerOutcome
 from services.database import DatabaseTarget
 from services.environments import Environment, Strategy
 from services.errors import DatabaseError, RollbackError, RunOwned
@@ -52,6 +53,7 @@ _NEVER_EXECUTED = (RunStatus.REJECTED, RunStatus.CANCELLED, RunStatus.EXPIRED)
 # Execution facts a resumed run starts without (the preparation's are kept).
 _EXECUTION_FACTS = [
     "stopping",
+    "pausing",
     "safety_backup",
     "safety_backup_done",
     "restore",
@@ -353,11 +355,17 @@ async def _remove_partial(path: Path, recovery: Recovery) -> None:
         recovery.actions.append(f"unfinished dump {partial.name} removed")
 
 
+def _journalled(journal: dict[str, Any], fact: str) -> dict[str, str]:
+    return {str(c["id"]): str(c["name"]) for c in journal.get(fact) or []}
+
+
 async def _start_stopped(
     services: Services, environment: Environment, journal: dict[str, Any], recovery: Recovery
 ) -> None:
-    """Start what the run stopped (and only that); the rest was not the run's to change."""
-    wanted = {str(c["id"]): str(c["name"]) for c in journal.get("stopping") or []}
+    """Thaw what the run paused and start what it stopped (and only that); the rest was
+    not the run's to change."""
+    paused, stopped = _journalled(journal, "pausing"), _journalled(journal, "stopping")
+    wanted = {**stopped, **paused}
     if not wanted:
         return
     try:
@@ -365,21 +373,33 @@ async def _start_stopped(
     except RollbackError as error:
         recovery.problems.append(f"containers not started: {error}")
         return
-    down = [c for c in current if c.id in wanted and not c.running]
     gone = set(wanted) - {c.id for c in current}
     if gone:
         recovery.problems.append(
             "no longer there: " + ", ".join(sorted(wanted[cid] for cid in gone))
         )
-    if not down:
+    frozen = [c for c in current if c.id in paused and c.state == "paused"]
+    await _bring_back(services.runtime.unpause, frozen, ("thaw", "thawed", "paused"), recovery)
+    down = [c for c in current if c.id in stopped and not c.running and c.state != "paused"]
+    await _bring_back(services.runtime.start, down, ("start", "started", "stopped"), recovery)
+
+
+async def _bring_back(
+    act: Callable[[list[Container]], Awaitable[list[ContainerOutcome]]],
+    containers: list[Container],
+    words: tuple[str, str, str],
+    recovery: Recovery,
+) -> None:
+    if not containers:
         return
-    outcomes = await services.runtime.start(down)
-    started = [o.container.name for o in outcomes if o.ok]
+    verb, done, held = words
+    outcomes = await act(containers)
+    ok = [o.container.name for o in outcomes if o.ok]
     failed = [f"{o.container.name} ({o.error})" for o in outcomes if not o.ok]
-    if started:
-        recovery.actions.append(f"started {len(started)} container(s) the run had stopped")
+    if ok:
+        recovery.actions.append(f"{done} {len(ok)} container(s) the run had {held}")
     if failed:
-        recovery.problems.append("could not start " + "; ".join(failed))
+        recovery.problems.append(f"could not {verb} " + "; ".join(failed))
 
 
 async def _state_sentence(services: Services, environment: Environment, recovery: Recovery) -> str:
@@ -616,4 +636,11 @@ async def abort_run(
 
 def _in_place(plan: RollbackPlan) -> RollbackPlan:
     """Putting a safety backup back is a plain in-place restore (no staging copy)."""
-    return replace(plan, strategy=Strategy.IN_PLACE, strategy_note="abort: in-place restore")
+    mode, note = cutover_modes.effective_mode(plan.environment.cutover_mode, Strategy.IN_PLACE)
+    return replace(
+        plan,
+        strategy=Strategy.IN_PLACE,
+        strategy_note="abort: in-place restore",
+        cutover_mode=mode,
+        mode_note=note,
+    )

@@ -21,7 +21,7 @@ from services.checklist import (
     checklist_state,
 )
 from services.environments import Environment
-from services.events import EXECUTE_STEPS, STEP_LABELS, SWAP_STEPS, EventKind, Step
+from services.events import STEP_LABELS, EventKind, Step, planned_steps
 from services.run_store import ApprovalRecord, EventRecord, RunRecord
 
 
@@ -111,8 +111,10 @@ class RunView:
         return self.environment.approval.required_approvals
 
 
-def _steps(events: list[EventRecord], strategy: str | None) -> tuple[StepState, ...]:
-    expected = SWAP_STEPS if strategy == "swap" else EXECUTE_STEPS
+def _steps(
+    events: list[EventRecord], strategy: str | None, cutover_mode: object
+) -> tuple[StepState, ...]:
+    expected = planned_steps(strategy, str(cutover_mode or "stop"))
     states: dict[Step, StepState] = {s: StepState(s, StepStatus.PENDING) for s in expected}
     for event in events:
         if event.step is None:
@@ -210,7 +212,7 @@ async def load_run_view(services: Services, run_id: str) -> RunView:
         stale_approvals=stale,
         rejections=tuple(a for a in decisions if a.decision == "reject"),
         checklist=checklist_state(events),
-        steps=_steps(events, run.strategy),
+        steps=_steps(events, run.strategy, run.plan.get("cutover_mode")),
         plan_changes=tuple(
             str(e.detail.get("why", "")) for e in events if e.kind == "plan_changed"
         ),

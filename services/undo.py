@@ -103,7 +103,11 @@ async def undo_rollback(
         kind="undo",
         requested_by=requested_by,
         status=RunStatus.APPROVED,
-        plan={"undo_of": original.id, "old_database": old},
+        plan={
+            "undo_of": original.id,
+            "old_database": old,
+            "cutover_mode": environment.cutover_mode.value,
+        },
         strategy=Strategy.SWAP.value,
     )
     run_id = run_record.id
@@ -111,7 +115,12 @@ async def undo_rollback(
     plan = await _undo_plan(services, environment, original)
     recorder = StepRecorder(services, run_id, listener)
     run = Execution(services, plan, recorder)
-    result = RollbackResult(run_id=run_id, ok=False, strategy=Strategy.SWAP.value)
+    result = RollbackResult(
+        run_id=run_id,
+        ok=False,
+        strategy=Strategy.SWAP.value,
+        cutover_mode=environment.cutover_mode.value,
+    )
     async with (
         log_context.run_scope(run_id, environment.name),
         services.store.lease(run_id, owner=services.owner) as lease,
@@ -120,7 +129,7 @@ async def undo_rollback(
             run_id, to=RunStatus.RUNNING, expect=(RunStatus.APPROVED,), owner=lease.owner
         )
         try:
-            await run.stop()
+            await run.hold()
             async with recorder.step(Step.SWAP_BACK) as record:
                 await recorder.journal(
                     Step.SWAP_BACK,
@@ -141,7 +150,7 @@ async def undo_rollback(
             await services.store.update(
                 original.id, result={**original.result, "undone_by": run_id}
             )
-            await run.start()
+            await run.release()
             await run.check_health()
             if run.down_since is not None:
                 result.downtime_seconds = time.monotonic() - run.down_since
@@ -193,6 +202,7 @@ async def _undo_plan(
         planned_at=now,
         strategy=Strategy.SWAP,
         strategy_note="undo of a swap",
+        cutover_mode=environment.cutover_mode,  # a swap: every mode applies
     )
 
 

@@ -12,14 +12,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from services import approved_copy, database, log_context, provenance, swap
+from services import approved_copy, cutover_modes, database, log_context, provenance, swap
 from services import backups as catalogue
 from services.approved_copy import ApprovedCopy
 from services.backups import ArchiveContents, Backup
 from services.bundle import Services
-from services.containers import Container
+from services.containers import Container, ContainerOutcome
 from services.database import DatabaseTarget
-from services.environments import Environment, Strategy
+from services.environments import CutoverMode, Environment, Strategy
 from services.errors import (
     ContainerError,
     DeadlineExceeded,
@@ -54,10 +54,20 @@ class RollbackPlan:
     # The approved bytes (set by approvals.bind_plan): what every restore reads.
     approved: ApprovedCopy | None = None
     tools: ToolChoice | None = None  # the client tools chosen for this server and dump
+    # What the containers go through (the configured mode, unless the strategy forbids it).
+    cutover_mode: CutoverMode = CutoverMode.STOP
+    mode_note: str = ""  # why it is not the configured mode
 
     @property
     def backup_age_seconds(self) -> float:
         return self.backup.age_seconds(self.planned_at)
+
+    @property
+    def application_sees(self) -> str:
+        sees = cutover_modes.application_sees(
+            self.strategy, self.cutover_mode, self.environment.stop_timeout_seconds
+        )
+        return f"{sees} ({self.mode_note})" if self.mode_note else sees
 
     def summary(self) -> dict[str, Any]:
         """Plain data for the run store and the audit log (no secrets)."""
@@ -74,6 +84,8 @@ class RollbackPlan:
             "safety_backup": self.safety_backup.name,
             "strategy": self.strategy.value,
             "strategy_note": self.strategy_note,
+            "cutover_mode": self.cutover_mode.value,
+            "application_sees": self.application_sees,
             "pg_tools": self.tools.describe() if self.tools else None,
         }
 
@@ -99,6 +111,7 @@ class RollbackResult:
     downtime_seconds: float | None = None  # containers stopped → health checks passing
     database_unavailable_seconds: float | None = None
     strategy: str = Strategy.IN_PLACE.value
+    cutover_mode: str = CutoverMode.STOP.value
     old_database: str | None = None  # swap: the pre-rollback database, kept for undo
     keep_old_until: datetime | None = None
     backup_sha256: str | None = None  # the bytes that were restored (the approved copy's)
@@ -112,6 +125,7 @@ class RollbackResult:
             "downtime_seconds": self.downtime_seconds,
             "database_unavailable_seconds": self.database_unavailable_seconds,
             "strategy": self.strategy,
+            "cutover_mode": self.cutover_mode,
             "old_database": self.old_database,
             "keep_old_until": self.keep_old_until.isoformat() if self.keep_old_until else None,
             "backup_sha256": self.backup_sha256,
@@ -215,6 +229,7 @@ async def _plan_rollback(
             tools.tools, backup, timeout=environment.timeouts.restore_seconds
         )
     note = f"{note}; {tools.describe()}"
+    mode, mode_note = cutover_modes.effective_mode(environment.cutover_mode, strategy)
     return RollbackPlan(
         environment,
         backup,
@@ -226,6 +241,8 @@ async def _plan_rollback(
         note,
         wipe_first,
         tools=tools,
+        cutover_mode=mode,
+        mode_note=mode_note,
     )
 
 
@@ -357,6 +374,7 @@ class Execution:
         self.recorder = recorder
         self.target = target_for(services, plan.environment, _tools(plan))
         self.stopped: list[Container] = []
+        self.paused: list[Container] = []  # the pause cut-over mode
         self.safety: Backup | None = None
         self.database_changed = False  # True once the restore may have committed
         self.swapped = False  # swap strategy: the staging database is live
@@ -367,33 +385,65 @@ class Execution:
         # The deployed commit for the safety backup's provenance (never raises).
         self.commit: asyncio.Future[provenance.CommitAnswer] | None = None
 
-    async def stop(self) -> None:
+    async def hold(self) -> None:
+        """Take the application off the database for the cut-over, as the plan's mode says."""
         if self.plan.strategy is Strategy.IN_PLACE and self.commit is None:
             # Asked while the application still answers, alongside the stop and the dump.
             self.commit = asyncio.ensure_future(
                 provenance.ask_deployed_commit(self.services, self.env)
             )
-        async with self.recorder.step(Step.STOP) as record:
+        if self.plan.cutover_mode is CutoverMode.STOP:
+            await self.stop()
+        elif self.plan.cutover_mode is CutoverMode.PAUSE:
+            await self.pause()
+        else:  # keep: untouched; the database goes away at the rename
+            self.down_since = time.monotonic()
+
+    async def release(self) -> None:
+        """Bring the application back after the cut-over (kept running: nothing to do)."""
+        if self.plan.cutover_mode is CutoverMode.STOP:
+            await self.start()
+        elif self.plan.cutover_mode is CutoverMode.PAUSE:
+            await self.unpause()
+
+    async def stop(self) -> None:
+        def stop(running: list[Container]) -> Awaitable[list[ContainerOutcome]]:
+            return self.services.runtime.stop(running, self.env.stop_timeout_seconds)
+
+        await self._take_down(Step.STOP, "stopping", self.stopped, stop, "stopped")
+
+    async def pause(self) -> None:
+        pause = self.services.runtime.pause
+        await self._take_down(Step.PAUSE, "pausing", self.paused, pause, "paused")
+
+    async def _take_down(
+        self,
+        step: Step,
+        fact: str,
+        held: list[Container],
+        act: Callable[[list[Container]], Awaitable[list[ContainerOutcome]]],
+        done: str,
+    ) -> None:
+        """Stop or pause the running containers, journalled first in `fact`."""
+        async with self.recorder.step(step) as record:
             current = await self.services.runtime.containers(self.env.compose_project)
             running = [c for c in current if c.running]
-            # Before anything stops: whoever takes this run over starts exactly these again.
-            await self.recorder.journal(
-                Step.STOP, stopping=container_refs([*self.stopped, *running])
-            )
+            # Before anything changes: whoever takes this run over brings exactly these back.
+            await self.recorder.journal(step, **{fact: container_refs([*held, *running])})
             self.down_since = time.monotonic()
-            outcomes = await self.services.runtime.stop(running, self.env.stop_timeout_seconds)
-            # Added to, not replaced: after a failed start some are stopped already.
-            stopped = [o.container for o in outcomes if o.ok]
-            self.stopped += stopped
+            outcomes = await act(running)
+            # Added to, not replaced: after a failed start some are held already.
+            changed = [o.container for o in outcomes if o.ok]
+            held += changed
             failed = [o for o in outcomes if not o.ok]
             if failed:
                 raise ContainerError(
-                    "Could not stop " + "; ".join(f"{o.container.name}: {o.error}" for o in failed)
+                    f"Could not {step.value} "
+                    + "; ".join(f"{o.container.name}: {o.error}" for o in failed)
                 )
             idle = len(current) - len(running)
-            record.message = f"{len(stopped)} stopped" + (
-                f", {idle} already stopped" if idle else ""
-            )
+            idle_state = "already stopped" if step is Step.STOP else "not running"
+            record.message = f"{len(changed)} {done}" + (f", {idle} {idle_state}" if idle else "")
 
     async def safety_backup(self) -> None:
         async with self.recorder.step(Step.SAFETY_BACKUP) as record:
@@ -479,16 +529,33 @@ class Execution:
                 f"({seconds * 1000:.0f} ms without a database)"
             )
 
-    async def start(self) -> None:
-        async with self.recorder.step(Step.START) as record:
-            outcomes = await self.services.runtime.start(self.stopped)
+    async def start(self, step: Step = Step.START) -> None:
+        await self._bring_back(step, self.stopped, self.services.runtime.start, "start", "started")
+
+    async def unpause(self) -> None:
+        await self._bring_back(
+            Step.UNPAUSE, self.paused, self.services.runtime.unpause, "thaw", "thawed"
+        )
+
+    async def _bring_back(
+        self,
+        step: Step,
+        held: list[Container],
+        act: Callable[[list[Container]], Awaitable[list[ContainerOutcome]]],
+        verb: str,
+        done: str,
+    ) -> None:
+        """Start or thaw what this run held; those that failed stay in `held`."""
+        async with self.recorder.step(step) as record:
+            outcomes = await act(list(held))
             failed = [o for o in outcomes if not o.ok]
-            self.stopped = [o.container for o in failed]
+            held[:] = [o.container for o in failed]
             if failed:
                 raise ContainerError(
-                    "Could not start " + "; ".join(f"{o.container.name}: {o.error}" for o in failed)
+                    f"Could not {verb} "
+                    + "; ".join(f"{o.container.name}: {o.error}" for o in failed)
                 )
-            record.message = f"{len(outcomes)} started"
+            record.message = f"{len(outcomes)} {done}"
 
     async def check_health(self, step: Step = Step.HEALTH) -> HealthReport:
         async with self.recorder.step(step) as record:
@@ -514,19 +581,20 @@ class Execution:
             await database.analyze(self.target)
 
     async def restart_stopped(self) -> str | None:
-        if not self.stopped:
-            return None
-        try:
-            async with self.recorder.step(Step.RESTART) as record:
-                outcomes = await self.services.runtime.start(self.stopped)
-                still = [o for o in outcomes if not o.ok]
-                self.stopped = [o.container for o in still]
-                if still:
-                    raise ContainerError("; ".join(f"{o.container.name}: {o.error}" for o in still))
-                record.message = f"{len(outcomes)} started"
-        except Exception as error:  # reported, whatever it is: this is the way back
-            return f"CONTAINERS STILL STOPPED: {_names(self.stopped)} ({error})"
-        return None
+        """On the way back: thaw what this run paused, start what it stopped; a note for
+        what could not be."""
+        notes = []
+        if self.paused:
+            try:
+                await self.unpause()
+            except Exception as error:  # reported, whatever it is: this is the way back
+                notes.append(f"CONTAINERS STILL PAUSED: {_names(self.paused)} ({error})")
+        if self.stopped:
+            try:
+                await self.start(Step.RESTART)
+            except Exception as error:  # reported, whatever it is: this is the way back
+                notes.append(f"CONTAINERS STILL STOPPED: {_names(self.stopped)} ({error})")
+        return "; ".join(notes) or None
 
     async def compensate(self, failure: BaseException) -> str:
         """Put back what was changed and start what was stopped; returns the state sentence."""
@@ -567,7 +635,7 @@ class Execution:
         self.recorder.best_effort = True
         notes: list[str] = []
         try:
-            await self.stop()  # what runs on the rolled-back database, if anything
+            await self.hold()  # what runs on the rolled-back database, if anything
             async with self.recorder.step(Step.SWAP_BACK) as record:
                 await self.recorder.journal(Step.SWAP_BACK, swap_back="started")
                 await swap.swap_back(self.target, names, names.staging)
@@ -778,7 +846,12 @@ async def execute_rollback(
 async def _execute_owned(
     services: Services, plan: RollbackPlan, run_id: str, listener: Listener
 ) -> RollbackResult:
-    result = RollbackResult(run_id=run_id, ok=False, strategy=plan.strategy.value)
+    result = RollbackResult(
+        run_id=run_id,
+        ok=False,
+        strategy=plan.strategy.value,
+        cutover_mode=plan.cutover_mode.value,
+    )
     try:
         return await _execute_steps(services, plan, run_id, listener, result)
     finally:
@@ -817,13 +890,13 @@ async def _execute_steps(
     await recorder.journal(Step.PREFLIGHT, approved_sha256=result.backup_sha256)
     names = preparation.names
     try:
-        await run.stop()
+        await run.hold()
         if names is None:
             await run.safety_backup()
             await run.restore()
         else:
             await run.cut_over(names)
-        await run.start()
+        await run.release()
     except (Exception, asyncio.CancelledError) as failure:
         # Whatever failed (ours, a library's, a cancellation), the way back runs.
         interrupted = isinstance(failure, asyncio.CancelledError)
@@ -937,8 +1010,10 @@ async def describe_state(run: Execution) -> str:
     except RollbackError as error:
         return f"container state unknown ({error})"
     down = [c for c in containers if not c.running]
+    paused = [c for c in down if c.state == "paused"]
     if down:
-        return f"{run.env.name} is PARTLY DOWN: {_names(down)} not running"
+        frozen = f" ({_names(paused)} paused)" if paused else ""
+        return f"{run.env.name} is PARTLY DOWN: {_names(down)} not running{frozen}"
     return f"{run.env.name}: all {len(containers)} containers running"
 
 

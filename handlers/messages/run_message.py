@@ -116,7 +116,7 @@ def _plan_section(view: RunView, now: datetime) -> SectionBlock:
         *(f"*Note*\n⚠️ {escape(n)}" for n in _backup_notes(plan)),
         f"*Strategy*\n{escape(str(plan.get('strategy_note') or plan.get('strategy')))}",
         f"*Tables in backup*\n{plan.get('tables_in_backup', '?')}",
-        f"*Containers to stop*\n{len(plan.get('containers') or [])}",
+        f"*Containers to {_MODE_VERBS[_mode(plan)][0]}*\n{len(plan.get('containers') or [])}",
     ]
     return SectionBlock(
         block_id=BlockId.PLAN,
@@ -125,11 +125,39 @@ def _plan_section(view: RunView, now: datetime) -> SectionBlock:
     )
 
 
+# cut-over mode → (the field's verb, the containers section's words)
+_MODE_VERBS = {
+    "stop": ("stop", "Containers that will stop"),
+    "pause": ("pause", "Containers that will be paused"),
+    "keep": ("keep running", "Containers kept running"),
+}
+
+
+# What Approve does to the application, per cut-over mode (the confirmation dialog).
+_CONFIRM = {
+    "stop": "This stops {env}, replaces its database with {backup} and starts it again.",
+    "pause": "This pauses {env}, replaces its database with {backup} and thaws it.",
+    "keep": "This replaces the database of {env} with {backup} while it keeps running "
+    "(its database sessions are ended).",
+}
+_UNDO_HOLD = {"stop": "stops", "pause": "pauses", "keep": "ends the database sessions of"}
+
+
+def _mode(plan: dict[str, Any]) -> str:
+    mode = str(plan.get("cutover_mode") or "stop")
+    return mode if mode in _MODE_VERBS else "stop"
+
+
 def _containers_section(view: RunView) -> SectionBlock:
     names = [escape(str(n)) for n in view.plan.get("containers") or []]
-    head = f"*Containers that will stop ({len(names)}):* "
-    listed = join_limited(names, MAX_SECTION_TEXT - len(head), sep=", ") or "none"
-    return SectionBlock(block_id=BlockId.CONTAINERS, text=MarkdownTextObject(text=head + listed))
+    head = f"*{_MODE_VERBS[_mode(view.plan)][1]} ({len(names)}):* "
+    sees = view.plan.get("application_sees")
+    tail = f"\n*What the application sees:* {escape(str(sees))}" if sees else ""
+    room = MAX_SECTION_TEXT - len(head) - len(tail)
+    listed = join_limited(names, room, sep=", ") or "none"
+    return SectionBlock(
+        block_id=BlockId.CONTAINERS, text=MarkdownTextObject(text=head + listed + tail)
+    )
 
 
 def _notes(view: RunView) -> list[str]:
@@ -298,8 +326,8 @@ def _decision_block(view: RunView) -> ActionsBlock:
                 style="primary",
                 confirm=_confirm(
                     "Approve the rollback?",
-                    f"This stops {env}, replaces its database with {backup} and starts it "
-                    "again. Data written since the backup leaves the live database.",
+                    _CONFIRM[_mode(view.plan)].format(env=env, backup=backup)
+                    + " Data written since the backup leaves the live database.",
                     "Approve",
                 ),
             ),
@@ -381,8 +409,9 @@ def _undo_block(view: RunView) -> ActionsBlock | None:
                 style="danger",
                 confirm=_confirm(
                     "Undo the rollback?",
-                    f"This stops {env} for a moment and swaps the pre-rollback database back "
-                    "in. Data written since the rollback stays in the database set aside.",
+                    f"This {_UNDO_HOLD[view.environment.cutover_mode.value]} {env} for a moment "
+                    "and swaps the pre-rollback database back in. Data written since the "
+                    "rollback stays in the database set aside.",
                     "Undo",
                 ),
             )

@@ -49,12 +49,20 @@ async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
     return process.returncode, out.decode(), err.decode()
 
 
-def write_config(stage: Stage, folder: Path, strategy: str = "in-place", *, more: str = "") -> Path:
+def write_config(
+    stage: Stage,
+    folder: Path,
+    strategy: str = "in-place",
+    *,
+    more: str = "",
+    cutover_mode: str | None = None,
+) -> Path:
     env = stage.environment
     http = "\n".join(
         f'[[environments.{env.name}.health.http]]\nname = "{c.name}"\nurl = "{c.url}"\n'
         for c in env.health.http
     )
+    mode = f'cutover_mode = "{cutover_mode}"' if cutover_mode else ""  # default: stop
     path = folder / "rollback.toml"
     path.write_text(
         f"""
@@ -64,6 +72,7 @@ database_url = "{env.database_url.get_secret_value()}"
 backups_dir = "{env.backups_dir}"
 stop_timeout_seconds = 5
 strategy = "{strategy}"
+{mode}
 
 [environments.{env.name}.health]
 deadline_seconds = 20

@@ -4,6 +4,7 @@ line version, Ctrl-C), and the terminal's live step list."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import re
@@ -14,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiodocker
 import pytest
@@ -22,7 +24,7 @@ from pydantic import SecretStr
 from bot.terminal import StepView, backup_lines, plan_lines, result_lines
 from services.backups import ArchiveContents, Backup
 from services.containers import Container
-from services.environments import Environment
+from services.environments import CutoverMode, Environment, Strategy
 from services.events import EventKind, Step, StepEvent
 from services.workflow import RollbackPlan, RollbackResult
 
@@ -233,6 +235,34 @@ def test_the_terminal_shows_hostile_names_as_escapes_and_flags_future_dates() ->
     assert "DATED IN THE FUTURE" in lines[1] and "0 s" not in lines[1]
     assert "(the bot's own safety dump)" in lines[2]
     assert lines[3].startswith("x\\nRollback SUCCEEDED (run 1)\\x1b[2K\\u202e.dump")
+    shown = plan_lines(one_container_plan(future, now))
+    assert any("DATED IN THE FUTURE" in line for line in shown)
+    assert any(line.startswith("  warning       dated in the future") for line in shown)
+    failed = result_lines(RollbackResult("rb-1", ok=False, error=f"Backup '{hostile_name}' gone"))
+    assert not any(line.startswith("Rollback SUCCEEDED") for line in failed)
+    assert all("\x1b" not in line and "\n" not in line for line in failed)
+
+
+def test_the_terminal_plan_says_the_cut_over_mode_and_its_steps() -> None:
+    """Issue 10: the plan on the command line names the mode, what the application sees
+    and the steps it brings (keep: no container step at all)."""
+    now = datetime.now(UTC)
+    backup = Backup("a.dump", Path("/b/a.dump"), 1000, now - timedelta(hours=1))
+    plan = one_container_plan(backup, now, strategy=Strategy.SWAP, cutover_mode=CutoverMode.KEEP)
+    shown = "\n".join(plan_lines(plan))
+    assert "  cut-over      keep: keeps running: at the rename new connections are refused" in shown
+    assert (
+        "  steps         Restore into a staging database → Swap the databases → Health checks"
+        " → Dump the old database to the backups folder"
+    ) in shown
+    paused = dataclasses.replace(plan, cutover_mode=CutoverMode.PAUSE)
+    assert "Pause containers → Swap the databases → Thaw containers" in "\n".join(
+        plan_lines(paused)
+    )
+
+
+def one_container_plan(backup: Backup, now: datetime, **changes: Any) -> RollbackPlan:
+    """A plan for environment production and its one container, for the renderers."""
     environment = Environment(
         name="production",
         compose_project="production",
@@ -242,15 +272,10 @@ def test_the_terminal_shows_hostile_names_as_escapes_and_flags_future_dates() ->
     )
     plan = RollbackPlan(
         environment,
-        future,
+        backup,
         ArchiveContents("app", 3, ("public.orders",)),
         (Container("id", "production-web-1", "web", "running"),),
         Path("/b/pre-rollback-20991231-000001.dump"),
         now,
     )
-    shown = plan_lines(plan)
-    assert any("DATED IN THE FUTURE" in line for line in shown)
-    assert any(line.startswith("  warning       dated in the future") for line in shown)
-    failed = result_lines(RollbackResult("rb-1", ok=False, error=f"Backup '{hostile_name}' gone"))
-    assert not any(line.startswith("Rollback SUCCEEDED") for line in failed)
-    assert all("\x1b" not in line and "\n" not in line for line in failed)
+    return dataclasses.replace(plan, **changes)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.environments_file import load_environments
-from services.environments import Timeouts
+from services.environments import CutoverMode, Timeouts
 from services.errors import ConfigError
 
 
@@ -138,4 +138,57 @@ version_url = "ftp://app/version"
         f"{config}: environments.staging.git.url: sends the token in clear over http://; "
         "use https://",
         f"{config}: environments.staging.git.version_url: must be an http:// or https:// URL",
+    ]
+
+
+def test_cutover_mode_defaults_to_stop_and_keep_is_refused_in_place(tmp_path: Path) -> None:
+    """Issue 10: `keep` with the in-place strategy would let the application write into a
+    database being restored; the file is refused, naming the key and what to use instead."""
+    (tmp_path / "backups").mkdir()
+    config = tmp_path / "rollback.toml"
+    config.write_text(
+        """
+[environments.production]
+database_url = "postgresql://app@db/app"
+backups_dir = "backups"
+cutover_mode = "pause"
+
+[environments.staging]
+database_url = "postgresql://app@db/staging"
+backups_dir = "backups"
+strategy = "in-place"
+cutover_mode = "pause"
+
+[environments.qa]
+database_url = "postgresql://app@db/qa"
+backups_dir = "backups"
+"""
+    )
+    environments = load_environments(config)
+    assert environments["production"].cutover_mode is CutoverMode.PAUSE
+    assert environments["staging"].cutover_mode is CutoverMode.PAUSE
+    assert environments["qa"].cutover_mode is CutoverMode.STOP
+
+    config.write_text(
+        config.read_text()
+        .replace(
+            'strategy = "in-place"\ncutover_mode = "pause"',
+            'strategy = "in-place"\ncutover_mode = "keep"',
+        )
+        .replace('cutover_mode = "pause"', 'cutover_mode = "freeze"')
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_environments(config)
+    assert caught.value.problems == [
+        f"{config}: environments.production.cutover_mode: "
+        "Input should be 'stop', 'pause' or 'keep'",
+    ]
+    config.write_text(config.read_text().replace('"freeze"', '"keep"'))
+    with pytest.raises(ConfigError) as caught:
+        load_environments(config)
+    assert caught.value.problems == [
+        f'{config}: environments.staging.cutover_mode: keep needs strategy = "swap": in '
+        "place, a running application would write while the safety backup is taken and the "
+        "database is emptied and restored, and those writes would be lost; use pause (frozen "
+        "during the restore) or stop"
     ]

@@ -22,7 +22,8 @@ from handlers.messages.text import as_dicts, escape, join_limited, truncate
 from sandbox.slack import validate_blocks
 from services.backups import Backup
 from services.checklist import BOT, ChecklistItem, Tick
-from services.environments import ApprovalPolicy, Environment
+from services.cutover_modes import application_sees
+from services.environments import ApprovalPolicy, CutoverMode, Environment, Strategy
 from services.events import EventKind, Step, StepEvent
 from services.run_store import ApprovalRecord, RunRecord, RunStatus
 from services.run_view import RunView, StepState, StepStatus, TableRows, TimelineEntry
@@ -278,3 +279,37 @@ def test_data_loss_preview_marks_estimates() -> None:
     assert "public.events" in text and "-500,000 ≈" in text
     assert "-20 ≈" not in text and "-20" in text
     assert "≈ an estimate from the planner's statistics" in text
+
+
+@pytest.mark.parametrize(
+    ("mode", "head", "field", "approving"),
+    [
+        (
+            CutoverMode.PAUSE,
+            "Containers that will be paused (2)",
+            "*Containers to pause*\n2",
+            "This pauses production, replaces its database with",
+        ),
+        (
+            CutoverMode.KEEP,
+            "Containers kept running (2)",
+            "*Containers to keep running*\n2",
+            "This replaces the database of production with",
+        ),
+    ],
+)
+def test_plan_message_says_the_cut_over_mode_and_what_the_application_sees(
+    mode: CutoverMode, head: str, field: str, approving: str
+) -> None:
+    """Issue 10: approvers read what the containers go through and what the app will see."""
+    view = make_view()
+    sees = application_sees(Strategy.SWAP, mode, 10)
+    plan = {**view.plan, "strategy": "swap", "cutover_mode": mode.value, "application_sees": sees}
+    view = dataclasses.replace(view, run=dataclasses.replace(view.run, plan=plan))
+    wire = valid(run_message(view, now=NOW))
+    assert wire[2]["text"]["text"] == (
+        f"*{head}:* production-service-0-1, production-service-1-1\n"
+        f"*What the application sees:* {sees}"
+    )
+    assert field in [f["text"] for f in wire[1]["fields"]]
+    assert wire[7]["elements"][0]["confirm"]["text"]["text"].startswith(approving)

@@ -12,6 +12,7 @@ printed say so. Resume and Abort then finish the job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -316,6 +317,21 @@ async def allows_connections(pg: ThrowawayPostgres, name: str) -> bool:
         await connection.close()
 
 
+@contextlib.asynccontextmanager
+async def rename_blocked(pg: ThrowawayPostgres, live: str) -> AsyncIterator[None]:
+    """Inside: the rename of `live` waits, for an open transaction holds a lock on the
+    database object; released 0.2 s after the body ends."""
+    blocker = await asyncpg.connect(pg.superuser_dsn("postgres"))
+    try:
+        await blocker.execute("BEGIN")
+        await blocker.execute(f"COMMENT ON DATABASE \"{live}\" IS 'held by a test'")
+        yield
+        await asyncio.sleep(0.2)
+        await blocker.execute("ROLLBACK")
+    finally:
+        await blocker.close()
+
+
 async def test_swap_killed_during_a_blocked_rename_allows_connections_again(
     stage: Stage, pg: ThrowawayPostgres, docker: aiodocker.Docker, tmp_path: Path
 ) -> None:
@@ -327,16 +343,8 @@ async def test_swap_killed_during_a_blocked_rename_allows_connections_again(
     async def refusing(run: RunRecord, stage: Stage) -> bool:
         return run.journal.get("cutover") == "started" and not await allows_connections(pg, live)
 
-    blocker = await asyncpg.connect(pg.superuser_dsn("postgres"))
-    try:
-        await blocker.execute("BEGIN")
-        # An open transaction holding a lock on the database object blocks the rename.
-        await blocker.execute(f"COMMENT ON DATABASE \"{live}\" IS 'held by a test'")
+    async with rename_blocked(pg, live):
         killed.run = await kill_during(stage, pg, config, refusing)
-        await asyncio.sleep(0.2)
-        await blocker.execute("ROLLBACK")
-    finally:
-        await blocker.close()
     assert not await allows_connections(pg, live)  # what the dead process left behind
     shown = await recover(stage, pg, config)
     await assert_consistent(stage, docker, killed, "unchanged", shown)
