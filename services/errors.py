@@ -301,15 +301,17 @@ class VersionNotReported(DeadlineExceeded, GitError):
         super().__init__(f"{url} reporting {sha[:7]}", seconds, f"last: {last}")
 
 
-class CodeNotConfigured(GitError):
+class CodeNotConfigured(ConfigError, GitError):
     """A code or full rollback of an environment without a `git` section."""
 
     def __init__(self, environment: str) -> None:
         self.environment = environment
         super().__init__(
-            f"{environment} has no code rollback: its entry in the environments file has no "
-            f"[environments.{environment}.git] section (the remote and branch whose push "
-            "deploys it). A database rollback needs none."
+            [
+                f"{environment} has no code rollback: its entry in the environments file has "
+                f"no [environments.{environment}.git] section (the remote and branch whose "
+                "push deploys it). A database rollback needs none."
+            ]
         )
 
 

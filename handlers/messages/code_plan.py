@@ -50,6 +50,20 @@ def rolled_back_to(view: RunView) -> str:
     return backup
 
 
+def code_outcome(view: RunView) -> str:
+    """What happened to the code, for the incident report."""
+    plan = view.plan.get("code")
+    pushed = (view.run.result or {}).get("code") or {}
+    if not isinstance(plan, dict):
+        return "nothing to revert"
+    reverted = ", ".join(str(c.get("short_sha")) for c in (plan.get("reverts") or [])[:10])
+    branch = code(str(plan.get("branch")), 60)
+    if pushed.get("pushed"):
+        tip = code(str(pushed.get("new_tip", ""))[:7], 12)
+        return f"reverted {escape(reverted)} on {branch}, now at {tip}"
+    return f"{escape(reverted)} NOT reverted: nothing was pushed to {branch}"
+
+
 def _age(authored_at: object, now: datetime) -> str:
     try:
         when = datetime.fromisoformat(str(authored_at))

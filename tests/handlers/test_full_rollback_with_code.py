@@ -1,0 +1,144 @@
+"""`/rollback full ENV [backup]` through the Slack sandbox (issue 9): the database back to the
+backup, then the code back to the commit recorded with it, in one run; and a code half that
+fails after the database half, with Retry code rollback and Undo database rollback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from handlers.ids import ActionId
+from sandbox.demo_environment import database_snapshot
+from sandbox.git_http import GitHttpServer
+from sandbox.slack import render_message
+from services.backups import Backup
+from services.environments import GitTarget
+from services.run_store import RunStatus
+from tests.git_repos import BOB as BOB_DEV
+from tests.git_repos import GIT_TOKEN, Upstream
+from tests.handlers.conftest import ALICE, BOB, INCIDENTS, Bot, MakeBot
+from tests.services.conftest import change_after_backup
+
+TOKEN_VARIABLE = "RB_TEST_FULL_GIT_TOKEN"
+
+
+def record_commit(backup: Backup, sha: str) -> None:
+    """The backup's provenance sidecar, as the bot writes it (services/provenance.py)."""
+    data = backup.path.read_bytes()
+    sidecar = {
+        "format": 1,
+        "backup": backup.name,
+        "kind": "pre-deployment",
+        "created_at": datetime.now(UTC).isoformat(),
+        "created_by": "deploy@ci (command line)",
+        "environment": "production",
+        "database": "shop",
+        "deployed_commit": sha,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size_bytes": len(data),
+    }
+    backup.path.with_name(backup.name + ".json").write_text(json.dumps(sidecar))
+
+
+def history_since_backup(upstream: Upstream, backup: Backup) -> tuple[str, str]:
+    """The commit deployed when the backup was taken (recorded with it), then a release."""
+    at_backup = upstream.commit({"app.py": "schema = 1\n"}, "Schema 1")
+    record_commit(backup, at_backup)
+    release = upstream.commit({"app.py": "schema = 2\n", "m.sql": "alter\n"}, "Schema 2", BOB_DEV)
+    return at_backup, release
+
+
+async def approve_and_finish(bot: Bot, plan_message_text: str) -> tuple[str, RunStatus]:
+    (run,) = await bot.runs()
+    plan = bot.workspace.latest_message(INCIDENTS.id)
+    assert plan is not None and plan_message_text in "\n".join(render_message(plan))
+    await bot.slack.click(BOB.id, plan, ActionId.APPROVE)
+    final = await bot.wait_for_run(run.id, lambda r: r.finished_at is not None)
+    await bot.workspace.wait_for(lambda: bool(run.id) and "awaiting" not in plan.text)
+    return run.id, final.status
+
+
+async def test_full_rollback_brings_data_and_code_back_to_the_backup(
+    make_bot: MakeBot, upstream: Upstream, tmp_path: Path
+) -> None:
+    bot = await make_bot(git=upstream.target(tmp_path / "bot-clone"))
+    stage = bot.stage
+    at_backup, release = history_since_backup(upstream, stage.backup)
+    data_at_backup = await database_snapshot(stage.dsn)
+    await change_after_backup(stage.dsn)
+
+    plan = await bot.command(ALICE, f"full {bot.environment}")
+    shown = "\n".join(render_message(plan))
+    assert f"Full rollback of {bot.environment}: awaiting approval" in shown
+    assert f"the code goes back to {at_backup[:7]}, deployed when {stage.backup.name}" in shown
+    assert f"`{release[:7]}` Schema 2 — Bob Builder" in shown
+    assert "Health is checked once, after the code half" in shown
+
+    run_id, status = await approve_and_finish(bot, "Containers that will stop (2)")
+
+    assert status is RunStatus.SUCCEEDED
+    assert await database_snapshot(stage.dsn) == data_at_backup
+    assert upstream.tree(upstream.tip()) == upstream.tree(at_backup)
+    assert run_id in upstream.history()[0].message
+    await bot.workspace.wait_for(lambda: "done" in plan.text)
+    shown = "\n".join(render_message(plan))
+    steps = ["Stop containers", "Restore database", "Revert the commits and push", "Health"]
+    assert all(f"✓ {step}" in shown for step in steps), shown
+    assert (
+        shown.index("Restore database")
+        < shown.index("Revert the commits")
+        < (shown.index("✓ Health checks"))
+    )
+
+
+async def test_a_code_half_refused_by_the_remote_offers_retry_and_undo(
+    make_bot: MakeBot,
+    upstream: Upstream,
+    git_http: GitHttpServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(TOKEN_VARIABLE, GIT_TOKEN)
+    target = GitTarget(
+        url=git_http.url("remote.git"), workdir=tmp_path / "bot-clone", token_env=TOKEN_VARIABLE
+    )
+    bot = await make_bot(git=target)
+    stage = bot.stage
+    at_backup, release = history_since_backup(upstream, stage.backup)
+    data_at_backup = await database_snapshot(stage.dsn)
+    hook = upstream.path / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'main is frozen' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    plan = await bot.command(ALICE, f"full {bot.environment}")
+
+    run_id, status = await approve_and_finish(bot, "Schema 2")
+
+    assert status is RunStatus.FAILED
+    assert await database_snapshot(stage.dsn) == data_at_backup  # the database half stays
+    assert upstream.tip() == release  # nothing pushed
+    await bot.workspace.wait_for(lambda: "Retry code rollback" in str(plan.blocks))
+    shown = "\n".join(render_message(plan))
+    assert f"*Database half:* done: {bot.environment} runs on {stage.backup.name}" in shown
+    assert "*Code half:* NOT rolled back: Could not push to" in shown
+    assert "pre-receive hook declined" in shown and GIT_TOKEN not in str(bot.workspace.calls)
+    assert "[ Retry code rollback ] [ Undo database rollback ]" in shown
+
+    hook.unlink()
+    await bot.slack.click(BOB.id, plan, ActionId.RETRY_CODE)
+
+    reply = await bot.ephemeral(BOB, 2)
+    assert "code rollback retry starts now" in reply.text
+    await bot.workspace.wait_for(
+        lambda: "✓ *Code rollback retried*" in str(bot.workspace.thread(INCIDENTS.id, plan.ts)),
+        timeout=30,
+    )
+    assert upstream.tree(upstream.tip()) == upstream.tree(at_backup)
+    await bot.workspace.wait_for(lambda: "Retry code rollback" not in str(plan.blocks))
+    assert "retried by run" in "\n".join(render_message(plan))
+    runs = await bot.runs()
+    assert [r.kind for r in runs] == ["code", "full"] and runs[0].plan["retry_of"] == run_id
+    assert f"run {runs[0].id}" in upstream.history()[0].message
