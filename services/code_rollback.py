@@ -9,6 +9,7 @@ services/git; this module makes it a run (journal, steps, result) like a databas
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from services.events import Listener, Step
 from services.git import (
     CodePlan,
     CodeResult,
+    GitCredentials,
     VersionProgress,
     credentials_from_environment,
     display_url,
@@ -38,8 +40,9 @@ from services.git import (
     plan_code_rollback,
     wait_for_version,
 )
+from services.git.working_copy import open_working_copy
 from services.health import HealthReport
-from services.run_store import RunKind, RunStatus
+from services.run_store import RunKind, RunRecord, RunStatus
 from services.workflow import (
     RollbackResult,
     StepRecorder,
@@ -304,4 +307,79 @@ async def rollback_code(
     )
     return await execute_code(
         services, plan, run_id=run.id, requested_by=requested_by, listener=listener
+    )
+
+
+# ---------------------------------------------------------------- after the bot process died
+
+
+def _run_commit_on_branch(
+    target: GitTarget, credentials: GitCredentials, run_id: str, planned_tip: str
+) -> str | None:
+    """The newest revert commit naming `run_id` on the remote branch, above the tip the plan
+    was built on (others may have pushed after it); None if the run pushed nothing."""
+    marker = f"rollback-bot run {run_id}, requested by"
+    with open_working_copy(target, credentials) as copy:
+        commit = copy.fetch()
+        for _ in range(target.max_revert_commits + 1000):  # bounded: a long-lived branch
+            if str(commit.id) == planned_tip or not commit.parents:
+                return None
+            if marker in commit.message:
+                return str(commit.id)
+            commit = commit.parents[0]
+    return None
+
+
+async def recover_push(services: Services, run: RunRecord) -> str:
+    """Whether the run's revert reached the remote, from its journal and, when its process
+    died during the push, from the remote branch itself; journalled, said in one sentence."""
+    journal = run.journal
+    state = journal.get("code_push")
+    if state is None:
+        return "the code half had not started: nothing was pushed"
+    if state == PUSH_REFUSED:
+        return "the push had been refused: nothing was pushed"
+    if state == PUSH_DONE:
+        return f"the revert had been pushed ({str(journal.get('code_new_tip'))[:7]})"
+    environment = services.environment(run.environment)
+    target = git_target(environment)
+    found = await asyncio.to_thread(
+        _run_commit_on_branch,
+        target,
+        credentials_from_environment(target),
+        run.id,
+        str(journal.get("code_tip")),
+    )
+    if found is None:
+        await services.store.record(run.id, Step.PUSH.value, code_push=PUSH_REFUSED)
+        return f"the push had not landed: {target.branch} has no commit of this run"
+    await services.store.record(run.id, Step.PUSH.value, code_push=PUSH_DONE, code_new_tip=found)
+    return f"the revert had been pushed: {found[:7]} on {target.branch} names this run"
+
+
+def code_plan_of(run: RunRecord, environment: Environment) -> CodeRollbackPlan | None:
+    """The approved code plan as the run recorded it."""
+    code = run.plan.get("code")
+    if not isinstance(code, dict):
+        return None
+    return CodeRollbackPlan(environment, CodePlan.from_summary(code), run.requested_at)
+
+
+async def resume_code(services: Services, run: RunRecord, *, listener: Listener) -> RollbackResult:
+    """Resume of an interrupted code run: the approved plan again (a push that landed is
+    found, not made twice; a branch moved since is refused), then the version wait, health."""
+    plan = code_plan_of(run, services.environment(run.environment))
+    if plan is None:
+        raise RollbackError(f"Run {run.id} recorded no code plan.")
+    if not await services.store.transition(
+        run.id, to=RunStatus.APPROVED, expect=(RunStatus.INTERRUPTED,)
+    ):
+        raise RollbackError(f"Run {run.id} changed meanwhile; nothing was done.")
+    return await execute_code(
+        services,
+        plan,
+        run_id=run.id,
+        requested_by=run.requested_by,
+        listener=listener,
+        expect=(RunStatus.APPROVED,),
     )

@@ -24,15 +24,18 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from services import swap
+from services.backups import Backup
 from services.bound_plan import BoundPlan
 from services.bundle import Services
 from services.code_rollback import (
     CodeRollbackPlan,
+    code_plan_of,
     execute_code,
     git_target,
     not_pushed_sentence,
@@ -50,11 +53,17 @@ from services.run_store import RunKind, RunRecord, RunStatus
 from services.undo import undo_rollback
 from services.workflow import (
     Execution,
+    RollbackPlan,
     RollbackResult,
+    StepRecorder,
     Verify,
+    archive_old,
+    collect_result,
     describe_error,
     describe_state,
     execute_rollback,
+    finish_reported,
+    owned_run,
     plan_rollback,
     rollback_database,
     verify_health,
@@ -331,3 +340,51 @@ async def undo_database_half(
 async def _note(services: Services, run: RunRecord, **facts: object) -> None:
     current = await services.store.get(run.id)
     await services.store.update(run.id, result={**(current.result or {}), **facts})
+
+
+# ---------------------------------------------------------------- Resume after recovery
+
+
+def full_plan_of(run: RunRecord, database: RollbackPlan) -> FullRollbackPlan:
+    """The approved full plan as the run recorded it, on a database plan made again."""
+    bound = BoundPlan(database, run.backup_sha256 or "", run.plan.get("requested_backup"))
+    return FullRollbackPlan(
+        bound,
+        code_plan_of(run, database.environment),
+        CodeSource(str(run.plan.get("code_source") or CodeSource.NAMED.value)),
+        str(run.plan.get("code_note") or ""),
+        run.plan.get("requested_commit"),
+    )
+
+
+async def _journalled_safety(run: RunRecord) -> Backup | None:
+    path = run.journal.get("safety_backup")
+    if not isinstance(path, str) or not run.journal.get("safety_backup_done"):
+        return None
+    try:
+        stat = await asyncio.to_thread(Path(path).stat)
+    except OSError:
+        return None
+    created = datetime.fromtimestamp(stat.st_mtime, UTC)
+    return Backup(Path(path).name, Path(path), stat.st_size, created)
+
+
+async def finish_code_half(
+    services: Services, run: RunRecord, database: RollbackPlan, *, listener: Listener
+) -> RollbackResult:
+    """Resume of a full rollback whose database half had taken effect (recovery found the
+    backup live): the code half (a push that landed is found, not made twice), health."""
+    plan = full_plan_of(run, database)
+    recorder = StepRecorder(services, run.id, listener)
+    execution = Execution(services, database, recorder)
+    execution.safety = await _journalled_safety(run)
+    result = RollbackResult(run_id=run.id, ok=False, strategy=run.strategy or "")
+    names = swap.SwapNames.from_facts(run.journal)
+    async with owned_run(services, run.id, run.environment, expect=(RunStatus.INTERRUPTED,)):
+        kept = await _full_verify(plan, run.requested_by)(execution, names, result)
+        recorder.best_effort = True
+        if names is not None and kept:
+            await archive_old(execution, names, result)
+        collect_result(result, recorder, execution)
+        await finish_reported(services, run.id, result)
+    return result

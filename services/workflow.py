@@ -982,7 +982,7 @@ async def _execute_steps(
         if names is None and run.database_changed:
             await run.analyze()
         elif names is not None and kept:
-            await _archive_old(run, names, result)
+            await archive_old(run, names, result)
     except Exception as error:
         log.warning("run %s: after the rollback: %s", run_id, error)
     collect_result(result, recorder, run)
@@ -1039,7 +1039,7 @@ async def _drop_quietly(run: Execution, name: str) -> None:
         log.warning("could not drop %s", name, exc_info=True)
 
 
-async def _archive_old(run: Execution, names: swap.SwapNames, result: RollbackResult) -> None:
+async def archive_old(run: Execution, names: swap.SwapNames, result: RollbackResult) -> None:
     """Dump the old database beside the backups, so nothing is lost when it is dropped."""
     result.old_database = names.old
     result.keep_old_until = datetime.now(UTC) + timedelta(hours=run.env.keep_old_database_hours)

@@ -467,6 +467,13 @@ def _recovery_blocks(view: RunView) -> list[Block]:
         "changed": "puts the pre-rollback data back (data written since is kept aside)",
         "unchanged": "ends the run; the data is already the pre-rollback data",
     }.get(str(data), "looks at the database again, then puts the pre-rollback data back")
+    if view.run.kind == RunKind.CODE.value:
+        resume_text = (
+            "pushes the approved revert (found, not pushed twice, if it landed) and checks health"
+        )
+        abort_text = "ends the run if nothing was pushed (a pushed revert stays)"
+    elif view.run.kind == RunKind.FULL.value and data == "changed":
+        resume_text = "runs the code half (a push that landed is found), then checks health"
     blocks.append(
         ActionsBlock(
             block_id=BlockId.DECISION,
