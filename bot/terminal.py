@@ -170,6 +170,7 @@ def backup_lines(backups: Sequence[Backup | Listed], now: datetime | None = None
 def history_lines(runs: Iterable[RunRecord]) -> list[str]:
     return [
         f"{run.requested_at:%Y-%m-%d %H:%M:%S} {run.id} {run.status.value:<18} "
+        f"{'' if run.kind == 'database' else run.kind + ' '}"
         f"{shown(run.backup_name or '-')}  by {shown(run.requested_by)}"
         for run in runs
     ]
@@ -192,7 +193,7 @@ def history_table(runs: Iterable[RunRecord]) -> RenderableType:
             f"{run.requested_at:%Y-%m-%d %H:%M:%S}",
             run.id,
             Text(run.status.value, style=_STATUS_STYLES.get(run.status, "")),
-            _text(run.backup_name or "-"),
+            _text(("" if run.kind == "database" else f"{run.kind} ") + (run.backup_name or "-")),
             _text(run.requested_by),
         )
     return table
