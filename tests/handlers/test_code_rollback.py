@@ -91,13 +91,3 @@ async def test_a_conflicting_revert_is_refused_with_the_files_and_pushes_nothing
     assert f"Reverting `{deployed[:7]}` (Port 8080) conflicts" in reply.text
     assert "• `app.py`" in reply.text and f"`/rollback {bot.environment}`" in reply.text
     assert upstream.tip() == later and await bot.runs() == []
-
-
-async def test_an_environment_without_git_says_so(make_bot: MakeBot) -> None:
-    bot = await make_bot()
-
-    await bot.slack.send_command(ALICE.id, "C0INCIDENTS", "/rollback", f"code {bot.environment}")
-
-    reply = await bot.ephemeral(ALICE)
-    assert f"{bot.environment} has no code rollback" in reply.text
-    assert f"[environments.{bot.environment}.git]" in reply.text and await bot.runs() == []

@@ -6,21 +6,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from handlers.ids import ActionId
-from sandbox.demo_environment import database_snapshot
+from sandbox.demo_environment import DatabaseSnapshot, database_snapshot
 from sandbox.git_http import GitHttpServer
-from sandbox.slack import render_message
+from sandbox.slack import Message, render_message
 from services.backups import Backup
 from services.environments import GitTarget
 from services.run_store import RunStatus
 from tests.git_repos import BOB as BOB_DEV
 from tests.git_repos import GIT_TOKEN, Upstream
-from tests.handlers.conftest import ALICE, BOB, INCIDENTS, Bot, MakeBot
+from tests.handlers.conftest import ALICE, BOB, ERIN, INCIDENTS, Bot, MakeBot
 from tests.services.conftest import change_after_backup
 
 TOKEN_VARIABLE = "RB_TEST_FULL_GIT_TOKEN"
@@ -95,39 +96,61 @@ async def test_full_rollback_brings_data_and_code_back_to_the_backup(
     )
 
 
-async def test_a_code_half_refused_by_the_remote_offers_retry_and_undo(
-    make_bot: MakeBot,
-    upstream: Upstream,
-    git_http: GitHttpServer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv(TOKEN_VARIABLE, GIT_TOKEN)
+@dataclass
+class FailedCodeHalf:
+    bot: Bot
+    plan: Message  # the run's message
+    run_id: str
+    at_backup: str  # the commit recorded with the backup
+    release: str  # the branch tip: nothing was pushed
+    hook: Path  # the remote's pre-receive hook that refused the push
+    before: DatabaseSnapshot  # the data before the rollback
+    backup: DatabaseSnapshot  # the data in the backup
+
+
+async def fail_code_half(
+    make_bot: MakeBot, upstream: Upstream, git_http: GitHttpServer, tmp_path: Path
+) -> FailedCodeHalf:
+    """A full rollback whose push the remote refuses (a pre-receive hook, over HTTP)."""
     target = GitTarget(
         url=git_http.url("remote.git"), workdir=tmp_path / "bot-clone", token_env=TOKEN_VARIABLE
     )
     bot = await make_bot(git=target)
-    stage = bot.stage
-    at_backup, release = history_since_backup(upstream, stage.backup)
-    data_at_backup = await database_snapshot(stage.dsn)
+    at_backup, release = history_since_backup(upstream, bot.stage.backup)
+    backup = await database_snapshot(bot.stage.dsn)
+    await change_after_backup(bot.stage.dsn)
+    before = await database_snapshot(bot.stage.dsn)
     hook = upstream.path / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\necho 'main is frozen' >&2\nexit 1\n")
     hook.chmod(0o755)
     plan = await bot.command(ALICE, f"full {bot.environment}")
-
     run_id, status = await approve_and_finish(bot, "Schema 2")
-
     assert status is RunStatus.FAILED
-    assert await database_snapshot(stage.dsn) == data_at_backup  # the database half stays
-    assert upstream.tip() == release  # nothing pushed
     await bot.workspace.wait_for(lambda: "Retry code rollback" in str(plan.blocks))
+    return FailedCodeHalf(bot, plan, run_id, at_backup, release, hook, before, backup)
+
+
+@pytest.fixture
+def git_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_VARIABLE, GIT_TOKEN)
+
+
+@pytest.mark.usefixtures("git_token")
+async def test_a_code_half_refused_by_the_remote_offers_retry_and_undo(
+    make_bot: MakeBot, upstream: Upstream, git_http: GitHttpServer, tmp_path: Path
+) -> None:
+    failed = await fail_code_half(make_bot, upstream, git_http, tmp_path)
+    bot, plan, stage = failed.bot, failed.plan, failed.bot.stage
+
+    assert await database_snapshot(stage.dsn) == failed.backup  # the database half stays
+    assert upstream.tip() == failed.release  # nothing pushed
     shown = "\n".join(render_message(plan))
     assert f"*Database half:* done: {bot.environment} runs on {stage.backup.name}" in shown
     assert "*Code half:* NOT rolled back: Could not push to" in shown
     assert "pre-receive hook declined" in shown and GIT_TOKEN not in str(bot.workspace.calls)
     assert "[ Retry code rollback ] [ Undo database rollback ]" in shown
 
-    hook.unlink()
+    failed.hook.unlink()
     await bot.slack.click(BOB.id, plan, ActionId.RETRY_CODE)
 
     reply = await bot.ephemeral(BOB, 2)
@@ -136,9 +159,28 @@ async def test_a_code_half_refused_by_the_remote_offers_retry_and_undo(
         lambda: "✓ *Code rollback retried*" in str(bot.workspace.thread(INCIDENTS.id, plan.ts)),
         timeout=30,
     )
-    assert upstream.tree(upstream.tip()) == upstream.tree(at_backup)
+    assert upstream.tree(upstream.tip()) == upstream.tree(failed.at_backup)
     await bot.workspace.wait_for(lambda: "Retry code rollback" not in str(plan.blocks))
     assert "retried by run" in "\n".join(render_message(plan))
     runs = await bot.runs()
-    assert [r.kind for r in runs] == ["code", "full"] and runs[0].plan["retry_of"] == run_id
+    assert [r.kind for r in runs] == ["code", "full"] and runs[0].plan["retry_of"] == failed.run_id
     assert f"run {runs[0].id}" in upstream.history()[0].message
+
+
+@pytest.mark.usefixtures("git_token")
+async def test_undo_database_rollback_after_a_failed_code_half_puts_the_data_back(
+    make_bot: MakeBot, upstream: Upstream, git_http: GitHttpServer, tmp_path: Path
+) -> None:
+    failed = await fail_code_half(make_bot, upstream, git_http, tmp_path)
+    bot, plan = failed.bot, failed.plan
+
+    await bot.slack.click(ERIN.id, plan, ActionId.UNDO_DATABASE)
+
+    await bot.workspace.wait_for(
+        lambda: "✓ *Database undone*" in str(bot.workspace.thread(INCIDENTS.id, plan.ts)),
+        timeout=60,
+    )
+    assert await database_snapshot(bot.stage.dsn) == failed.before
+    assert upstream.tip() == failed.release  # the code stays as it is
+    await bot.workspace.wait_for(lambda: "Undo database rollback" not in str(plan.blocks))
+    assert "Undone* by run" in "\n".join(render_message(plan))

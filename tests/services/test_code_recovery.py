@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from sandbox.throwaway_postgres import ThrowawayPostgres
-from services.code_rollback import plan_code
+from services.code_rollback import CodeRollbackPlan, plan_code
 from services.events import Step
 from services.git import credentials_from_environment, execute_code_rollback
 from services.recovery import recover_run
-from services.run_store import RunStatus
+from services.run_store import RunRecord, RunStatus, RunStore
 from tests.bot.test_cli import write_config
 from tests.git_repos import BOB, Upstream, VersionEndpoint
 from tests.services.conftest import Stage
@@ -58,6 +58,19 @@ async def test_killed_while_waiting_for_the_version_then_recovered_and_resumed(
     assert [str(c.id) for c in upstream.history()[1:]] == [bad, first]
 
 
+async def pushing_run(store: RunStore, plan: CodeRollbackPlan) -> RunRecord:
+    """A code run whose process was pushing when it died (its journal says no more)."""
+    run = await store.create_run(
+        environment=plan.environment.name,
+        kind="code",
+        requested_by="U0ALICE",
+        status=RunStatus.RUNNING,
+        plan=plan.summary(),
+    )
+    await store.record(run.id, "push", code_push="started", code_tip=plan.code.tip)
+    return run
+
+
 async def test_recovery_reads_the_remote_when_the_process_died_during_the_push(
     stage: Stage, upstream: Upstream, tmp_path: Path
 ) -> None:
@@ -66,14 +79,7 @@ async def test_recovery_reads_the_remote_when_the_process_died_during_the_push(
     services = stage.with_environment(git=target).services
     plan = await plan_code(services, stage.environment.name, None)
     store = services.store
-    run = await store.create_run(
-        environment=stage.environment.name,
-        kind="code",
-        requested_by="U0ALICE",
-        status=RunStatus.RUNNING,
-        plan=plan.summary(),
-    )
-    await store.record(run.id, "push", code_push="started", code_tip=plan.code.tip)
+    run = await pushing_run(store, plan)
     landed = await execute_code_rollback(
         target, credentials_from_environment(target), plan.code, run_id=run.id, requester="U0ALICE"
     )  # ... and the process died before it journalled "done"
@@ -87,14 +93,7 @@ async def test_recovery_reads_the_remote_when_the_process_died_during_the_push(
     assert (journal["code_push"], journal["code_new_tip"]) == ("done", landed.new_tip)
     await store.update(run.id, status=RunStatus.FAILED)  # frees the environment
 
-    other = await store.create_run(
-        environment=stage.environment.name,
-        kind="code",
-        requested_by="U0ALICE",
-        status=RunStatus.RUNNING,
-        plan=plan.summary(),
-    )
-    await store.record(other.id, "push", code_push="started", code_tip=plan.code.tip)
+    other = await pushing_run(store, plan)
     recovery = await recover_run(services, await store.get(other.id))
     assert recovery.actions[-1] == "the push had not landed: main has no commit of this run"
     await store.update(other.id, status=RunStatus.FAILED)
