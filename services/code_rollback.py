@@ -230,13 +230,16 @@ def pushed_sentence(environment: Environment, code: CodePlan, pushed: CodeResult
     )
 
 
-def not_pushed_sentence(code: CodePlan, error: BaseException) -> str:
+def not_rolled_back(error: BaseException) -> str:
+    """Why the code half did not happen, after "code": nothing was pushed, or it failed after."""
     if isinstance(error, BranchMoved):
         return (
-            f"code NOT rolled back: {error} The approved plan no longer applies: request the "
-            "code rollback again to rebuild it"
+            f"NOT rolled back: {error} The approved plan no longer applies: request the code "
+            "rollback again to rebuild it"
         )
-    return f"code NOT rolled back: {describe_error(error)}"
+    if isinstance(error, RevertConflict):
+        return f"NOT rolled back: {error} Conflicting files: {', '.join(error.files[:20])}"
+    return f"NOT rolled back: {describe_error(error)}"
 
 
 async def execute_code(
@@ -266,7 +269,7 @@ async def execute_code(
                 log.error("unexpected failure in run %s", run_id, exc_info=error)
             result.error = describe_error(error)
             result.environment_state = (
-                f"{not_pushed_sentence(plan.code, error)}; {environment.name} was not touched"
+                f"code {not_rolled_back(error)}; {environment.name} was not touched"
             )
             result.code = {"pushed": False, "error": result.error}
         else:

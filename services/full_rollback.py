@@ -38,7 +38,7 @@ from services.code_rollback import (
     code_plan_of,
     execute_code,
     git_target,
-    not_pushed_sentence,
+    not_rolled_back,
     plan_code,
     push_code,
     pushed_sentence,
@@ -158,10 +158,10 @@ async def plan_full(
             own_run_id=own_run_id,
             database_offer=f"{environment.name} {backup}",
         )
-    except NothingToRevert as nothing:
+    except NothingToRevert:
         if source is CodeSource.LAST_CHANGE:
             raise
-        note = f"{note}; {target.branch} is there already ({nothing})"
+        note = f"{note}; {target.branch} is there already: nothing to revert"
         return FullRollbackPlan(database, None, source, note, requested)
     return FullRollbackPlan(database, code, source, note, requested)
 
@@ -189,7 +189,7 @@ def _full_verify(plan: FullRollbackPlan, requested_by: str) -> Verify:
                 run.services, environment, code, run.recorder, requested_by=requested_by
             )
         except Exception as error:
-            await _code_half_failed(run, code, result, database, error)
+            await _code_half_failed(run, result, database, error)
             return True  # the database half stands (its old database is archived)
         result.code = {"pushed": True, **pushed.summary()}
         done = pushed_sentence(environment, code, pushed)
@@ -217,19 +217,17 @@ def _full_verify(plan: FullRollbackPlan, requested_by: str) -> Verify:
 
 
 async def _code_half_failed(
-    run: Execution, code: CodePlan, result: RollbackResult, database: str, error: BaseException
+    run: Execution, result: RollbackResult, database: str, error: BaseException
 ) -> None:
     """The database half is done, the code half is not: say where each stands, and offer
     what is left (a retry cannot help a moved branch or a conflict: those need a new plan)."""
     result.error = describe_error(error)
     state = await describe_state(run)
-    code_state = not_pushed_sentence(code, error)
-    if isinstance(error, RevertConflict):
-        code_state += f"; conflicting files: {', '.join(error.files[:20])}"
+    code_state = not_rolled_back(error)
     result.code = {"pushed": False, "error": result.error}
-    result.halves = {"database": database, "code": code_state.replace("code ", "", 1)}
+    result.halves = {"database": database, "code": code_state}
     result.environment_state = (
-        f"database rolled back to {run.plan.backup.name}, {code_state}; {state}; health not "
+        f"database rolled back to {run.plan.backup.name}, code {code_state}; {state}; health not "
         "checked (the new code runs on the old data)"
     )
     retry = () if isinstance(error, BranchMoved | RevertConflict) else (Action.RETRY_CODE.value,)
