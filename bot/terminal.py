@@ -407,7 +407,7 @@ def code_plan_rows(plan: CodeRollbackPlan) -> list[tuple[str, str]]:
 def full_plan_rows(plan: FullRollbackPlan) -> list[tuple[str, str]]:
     """The database half's rows, the code half's, and the one health check after both."""
     database = [row for row in plan_rows(plan.database.plan) if row[0] != "steps"]
-    note = ("warning" if plan.code_note.startswith("⚠️") else "code half", shown(plan.code_note))
+    note = ("warning" if "⚠️" in plan.code_note else "code half", shown(plan.code_note))
     code = code_rows(plan.code) if plan.code is not None else []
     steps = expected_steps(
         "full",

@@ -43,12 +43,12 @@ from services.code_rollback import (
     push_code,
     pushed_sentence,
 )
-from services.environments import Strategy
+from services.environments import Environment, Strategy
 from services.errors import BranchMoved, NothingToRevert, RevertConflict, RollbackError
 from services.events import Listener
-from services.git import CodePlan
+from services.git import CodePlan, same_commit
 from services.permissions import Action
-from services.provenance import read_provenance
+from services.provenance import read_provenance, schema_mismatch
 from services.run_store import RunKind, RunRecord, RunStatus
 from services.undo import undo_rollback
 from services.workflow import (
@@ -123,6 +123,26 @@ async def recorded_commit(path: Path) -> str | None:
     return provenance.deployed_commit if provenance is not None else None
 
 
+def _schema_warning(environment: Environment, backup: Path, target: str) -> str | None:
+    """When the backup's schema version and that of the code it is paired with are both
+    known (another backup recorded with the target commit) and differ. Blocking: sidecars."""
+    mine = read_provenance(backup)
+    if mine is None or mine.schema_version is None:
+        return None
+    for path in sorted(environment.backups_dir.glob("*.dump")):
+        other = read_provenance(path)
+        if (
+            other is not None
+            and other.deployed_commit
+            and same_commit(other.deployed_commit, target)
+        ):
+            label = f"the code of {target[:7]} ({path.name} was taken with it)"
+            warning = schema_mismatch(mine, other, other_label=label)
+            if warning is not None:
+                return warning
+    return None
+
+
 async def plan_full(
     services: Services,
     database: BoundPlan,
@@ -163,6 +183,11 @@ async def plan_full(
             raise
         note = f"{note}; {target.branch} is there already: nothing to revert"
         return FullRollbackPlan(database, None, source, note, requested)
+    if source is not CodeSource.BACKUP:  # the backup's own commit is its schema's code
+        mismatch = await asyncio.to_thread(
+            _schema_warning, environment, database.plan.backup.path, code.code.target
+        )
+        note += f"; ⚠️ {mismatch}" if mismatch else ""
     return FullRollbackPlan(database, code, source, note, requested)
 
 

@@ -160,7 +160,7 @@ def full_notes(view: RunView) -> list[str]:
     """A full rollback's warnings and its health rule, for the notes block."""
     notes = []
     note = str(view.plan.get("code_note") or "")
-    if note.startswith("⚠️"):
+    if "⚠️" in note:
         notes.append(escape(note))
     if view.plan.get("health_note"):
         notes.append(f"🩺 {escape(str(view.plan['health_note']))}")

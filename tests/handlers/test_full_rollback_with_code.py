@@ -4,10 +4,7 @@ fails after the database half, with Retry code rollback and Undo database rollba
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,8 +14,10 @@ from sandbox.demo_environment import DatabaseSnapshot, database_snapshot
 from sandbox.git_http import GitHttpServer
 from sandbox.slack import Message, render_message
 from services.backups import Backup
-from services.environments import GitTarget
+from services.environments import GitTarget, MigrationsKind
+from services.provenance import BackupKind, Captured, seal
 from services.run_store import RunStatus
+from services.schema_version import SchemaVersion
 from tests.git_repos import BOB as BOB_DEV
 from tests.git_repos import GIT_TOKEN, Upstream
 from tests.handlers.conftest import ALICE, BOB, ERIN, INCIDENTS, Bot, MakeBot
@@ -27,28 +26,17 @@ from tests.services.conftest import change_after_backup
 TOKEN_VARIABLE = "RB_TEST_FULL_GIT_TOKEN"
 
 
-def record_commit(backup: Backup, sha: str) -> None:
-    """The backup's provenance sidecar, as the bot writes it (services/provenance.py)."""
-    data = backup.path.read_bytes()
-    sidecar = {
-        "format": 1,
-        "backup": backup.name,
-        "kind": "pre-deployment",
-        "created_at": datetime.now(UTC).isoformat(),
-        "created_by": "deploy@ci (command line)",
-        "environment": "production",
-        "database": "shop",
-        "deployed_commit": sha,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size_bytes": len(data),
-    }
-    backup.path.with_name(backup.name + ".json").write_text(json.dumps(sidecar))
+async def record_commit(backup: Backup, sha: str, schema: str | None = None) -> None:
+    """The backup's provenance sidecar, written as the bot writes it (services/provenance)."""
+    version = SchemaVersion(schema, "alembic_version", MigrationsKind.ALEMBIC) if schema else None
+    captured = Captured("production", "shop", sha, version, {}, ())
+    await seal(backup, captured, kind=BackupKind.PRE_DEPLOYMENT, created_by="deploy@ci")
 
 
-def history_since_backup(upstream: Upstream, backup: Backup) -> tuple[str, str]:
+async def history_since_backup(upstream: Upstream, backup: Backup) -> tuple[str, str]:
     """The commit deployed when the backup was taken (recorded with it), then a release."""
     at_backup = upstream.commit({"app.py": "schema = 1\n"}, "Schema 1")
-    record_commit(backup, at_backup)
+    await record_commit(backup, at_backup)
     release = upstream.commit({"app.py": "schema = 2\n", "m.sql": "alter\n"}, "Schema 2", BOB_DEV)
     return at_backup, release
 
@@ -68,7 +56,7 @@ async def test_full_rollback_brings_data_and_code_back_to_the_backup(
 ) -> None:
     bot = await make_bot(git=upstream.target(tmp_path / "bot-clone"))
     stage = bot.stage
-    at_backup, release = history_since_backup(upstream, stage.backup)
+    at_backup, release = await history_since_backup(upstream, stage.backup)
     data_at_backup = await database_snapshot(stage.dsn)
     await change_after_backup(stage.dsn)
 
@@ -116,7 +104,7 @@ async def fail_code_half(
         url=git_http.url("remote.git"), workdir=tmp_path / "bot-clone", token_env=TOKEN_VARIABLE
     )
     bot = await make_bot(git=target)
-    at_backup, release = history_since_backup(upstream, bot.stage.backup)
+    at_backup, release = await history_since_backup(upstream, bot.stage.backup)
     backup = await database_snapshot(bot.stage.dsn)
     await change_after_backup(bot.stage.dsn)
     before = await database_snapshot(bot.stage.dsn)
