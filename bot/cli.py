@@ -18,11 +18,12 @@ from bot.environments_file import load_environments, store_problems
 from bot.logs import configure_logging, configured_secrets
 from bot.resources import open_services
 from bot.settings import Settings, load_settings
+from services import approved_copy, humanize, names, provenance
 from services import backups as catalogue
-from services import humanize, names, provenance
-from services.approvals import cancel_run
+from services.approvals import bind_request, cancel_run
 from services.backup_now import DEFAULT_LABEL, take_backup
 from services.bundle import Services
+from services.code_rollback import plan_code, rollback_code
 from services.environments import Environment
 from services.errors import (
     BackupError,
@@ -31,9 +32,11 @@ from services.errors import (
     RollbackError,
     UnknownEnvironment,
 )
+from services.full_rollback import FullRollbackPlan, rollback_full
 from services.git import describe_target
 from services.permissions import Action, Actor, NoGroups, authorize
 from services.recovery import Recovery, abort_run, interrupted_run, recover_orphans, resume_run
+from services.run_store import RunKind
 from services.undo import expire_old_databases, undo_rollback, undoable_run
 from services.workflow import (
     RollbackResult,
@@ -122,6 +125,7 @@ def _confirm(environment: str) -> bool:
 
 async def cmd_rollback(args: argparse.Namespace) -> int:
     settings, environments = _load(args)
+    kind, commit = _rollback_kind(args)
     async with open_services(settings, environments) as services:
         await _recover(services)
         operator = _operator()
@@ -132,21 +136,89 @@ async def cmd_rollback(args: argparse.Namespace) -> int:
             actor=operator,
             environment=args.environment,
         )
+        if kind is RunKind.CODE:
+            return await _code_rollback(args, services, operator, commit)
+        if kind is RunKind.FULL:
+            return await _full_rollback(args, services, operator, commit)
         plan = await plan_rollback(services, args.environment, args.backup)
         terminal.show(terminal.plan_lines(plan), terminal.plan_table(plan))
-        if args.dry_run:
-            _out(["", "Dry run: nothing was changed."])
-            return EXIT_OK
-        if not args.yes and not _confirm(plan.environment.name):
-            _out(["Not confirmed; nothing was changed."])
-            return EXIT_NOT_CONFIRMED
-        print()
+        if not _go_ahead(args, plan.environment.name):
+            return EXIT_OK if args.dry_run else EXIT_NOT_CONFIRMED
         with terminal.StepView() as view:
             result = await rollback_database(
                 services, plan, requested_by=operator.id, listener=view
             )
-        _out(terminal.result_lines(result))
-        return EXIT_OK if result.ok else EXIT_FAILED
+        return _finished(result)
+
+
+def _rollback_kind(args: argparse.Namespace) -> tuple[RunKind, str | None]:
+    """--code [COMMIT], --full [COMMIT] or neither; the commit checked before anything."""
+    if args.code is not None and args.backup is not None:
+        raise ConfigError(["a code rollback takes no backup (--full rolls back both)"])
+    kind = (
+        RunKind.CODE
+        if args.code is not None
+        else RunKind.FULL
+        if args.full is not None
+        else RunKind.DATABASE
+    )
+    given = args.code or args.full
+    return kind, names.check_commitish(given) if given else None
+
+
+def _go_ahead(args: argparse.Namespace, environment: str) -> bool:
+    """Dry run: no. Otherwise --yes or the environment's name typed at the prompt."""
+    if args.dry_run:
+        _out(["", "Dry run: nothing was changed."])
+        return False
+    if not args.yes and not _confirm(environment):
+        _out(["Not confirmed; nothing was changed."])
+        return False
+    print()
+    return True
+
+
+def _finished(result: RollbackResult) -> int:
+    _out([*terminal.result_lines(result), *terminal.code_result_lines(result)])
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+async def _code_rollback(
+    args: argparse.Namespace, services: Services, operator: Actor, commit: str | None
+) -> int:
+    plan = await plan_code(services, args.environment, commit)
+    title = f"Code rollback plan for {terminal.shown(plan.environment.name)}"
+    rows = terminal.code_plan_rows(plan)
+    terminal.show(terminal.rows_lines(title, rows), terminal.rows_table(title, rows))
+    if not _go_ahead(args, plan.environment.name):
+        return EXIT_OK if args.dry_run else EXIT_NOT_CONFIRMED
+    with terminal.StepView() as view:
+        result = await rollback_code(services, plan, requested_by=operator.id, listener=view)
+    return _finished(result)
+
+
+async def _full_rollback(
+    args: argparse.Namespace, services: Services, operator: Actor, commit: str | None
+) -> int:
+    plan = await bind_request(
+        services,
+        kind=RunKind.FULL,
+        environment=args.environment,
+        backup=args.backup,
+        commit=commit,
+    )
+    assert isinstance(plan, FullRollbackPlan)
+    environment = plan.database.plan.environment
+    title = f"Full rollback plan for {terminal.shown(environment.name)}"
+    rows = terminal.full_plan_rows(plan)
+    terminal.show(terminal.rows_lines(title, rows), terminal.rows_table(title, rows))
+    if not _go_ahead(args, environment.name):
+        # The bound plan's copy of the backup is not needed any more.
+        await approved_copy.discard_copy(services, environment, plan.database.sha256)
+        return EXIT_OK if args.dry_run else EXIT_NOT_CONFIRMED
+    with terminal.StepView() as view:
+        result = await rollback_full(services, plan, requested_by=operator.id, listener=view)
+    return _finished(result)
 
 
 async def _recover(services: Services) -> list[Recovery]:
@@ -366,9 +438,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="environments file (default: $ROLLBACK_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    rollback = sub.add_parser("rollback", help="roll an environment back to a backup")
+    rollback = sub.add_parser(
+        "rollback",
+        help="roll an environment back to a backup (--code: its code; --full: both)",
+        epilog="Put a backup before --full: rollback ENV BACKUP --full [COMMIT].",
+    )
     rollback.add_argument("environment")
     rollback.add_argument("backup", nargs="?", help="backup file name (default: the newest)")
+    what = rollback.add_mutually_exclusive_group()
+    what.add_argument(
+        "--code",
+        nargs="?",
+        const="",
+        metavar="COMMIT",
+        help="roll the code back instead: revert the last deployed change, or every commit "
+        "after COMMIT (revert commits pushed to the deployed branch)",
+    )
+    what.add_argument(
+        "--full",
+        nargs="?",
+        const="",
+        metavar="COMMIT",
+        help="the database, then the code: back to COMMIT, by default the commit recorded "
+        "with the backup (else the last deployed change is reverted)",
+    )
     rollback.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     rollback.add_argument("--dry-run", action="store_true", help="print the plan only")
     rollback.set_defaults(handler=cmd_rollback)

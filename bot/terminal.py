@@ -23,8 +23,11 @@ from rich.text import Text
 from services import humanize
 from services.backup_now import TakenBackup
 from services.backups import Backup
+from services.code_rollback import CodeRollbackPlan, waits_for_version
 from services.environments import Strategy
-from services.events import STEP_LABELS, EventKind, Step, StepEvent, planned_steps
+from services.events import STEP_LABELS, EventKind, Step, StepEvent, expected_steps, planned_steps
+from services.full_rollback import HEALTH_NOTE, FullRollbackPlan
+from services.git import CommitInfo, display_url
 from services.names import visible
 from services.provenance import Listed, as_listed, sidecar_path
 from services.run_store import RunRecord, RunStatus
@@ -119,21 +122,28 @@ _DOWN_SINCE = {"pause": "containers paused", "keep": "cut-over"}
 
 
 def plan_lines(plan: RollbackPlan) -> list[str]:
-    return [f"Rollback plan for {shown(plan.environment.name)}"] + [
-        f"  {key:<13} {value}" if key else f"{'':<18}{value}" for key, value in plan_rows(plan)
-    ]
+    return rows_lines(f"Rollback plan for {shown(plan.environment.name)}", plan_rows(plan))
 
 
 def plan_table(plan: RollbackPlan) -> RenderableType:
     """The plan as a table: the same facts as `plan_lines`."""
+    return rows_table(f"Rollback plan for {shown(plan.environment.name)}", plan_rows(plan))
+
+
+def rows_lines(title: str, rows: Sequence[tuple[str, str]]) -> list[str]:
+    """A plan's rows as plain lines (a key "" continues the row above)."""
+    return [title] + [f"  {key:<13} {value}" if key else f"{'':<18}{value}" for key, value in rows]
+
+
+def rows_table(title: str, rows: Sequence[tuple[str, str]]) -> RenderableType:
+    """A plan's rows as a table: the same facts as `rows_lines`."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
-    for key, value in plan_rows(plan):
+    for key, value in rows:
         style = "yellow" if key in ("warning", "data loss") else ""
         grid.add_row(key, Text(value, style=style))
-    title = Text(f"Rollback plan for {shown(plan.environment.name)}", style="bold")
-    return Group(title, grid)
+    return Group(Text(title, style="bold"), grid)
 
 
 def backup_lines(backups: Sequence[Backup | Listed], now: datetime | None = None) -> list[str]:
@@ -160,6 +170,7 @@ def backup_lines(backups: Sequence[Backup | Listed], now: datetime | None = None
 def history_lines(runs: Iterable[RunRecord]) -> list[str]:
     return [
         f"{run.requested_at:%Y-%m-%d %H:%M:%S} {run.id} {run.status.value:<18} "
+        f"{'' if run.kind == 'database' else run.kind + ' '}"
         f"{shown(run.backup_name or '-')}  by {shown(run.requested_by)}"
         for run in runs
     ]
@@ -182,7 +193,7 @@ def history_table(runs: Iterable[RunRecord]) -> RenderableType:
             f"{run.requested_at:%Y-%m-%d %H:%M:%S}",
             run.id,
             Text(run.status.value, style=_STATUS_STYLES.get(run.status, "")),
-            _text(run.backup_name or "-"),
+            _text(("" if run.kind == "database" else f"{run.kind} ") + (run.backup_name or "-")),
             _text(run.requested_by),
         )
     return table
@@ -352,3 +363,76 @@ def taken_backup_lines(taken: TakenBackup) -> list[str]:
         f"  provenance    {shown(sidecar_path(backup.path))}",
     ]
     return lines + [f"  note          {shown(note)}" for note in known.notes]
+
+
+# -- Code and full rollbacks (services/code_rollback.py, services/full_rollback.py) --------
+
+
+def _commit_row(commit: CommitInfo, now: datetime) -> str:
+    age = humanize.age((now - commit.authored_at).total_seconds())
+    author = shown(commit.author_name, 60)
+    return f"{commit.short_sha} {shown(commit.subject, 100)} — {author}, {age} ago"
+
+
+def code_rows(plan: CodeRollbackPlan) -> list[tuple[str, str]]:
+    """What the code rollback (or a full rollback's code half) reverts and pushes."""
+    code, target, now = plan.code, plan.target, plan.planned_at
+    after = (
+        f"waits up to {target.version_wait_seconds:g} s for "
+        f"{shown(display_url(target.version_url or ''))} to report the revert, then the health "
+        "checks"
+        if waits_for_version(target)
+        else "the health checks (no version endpoint configured)"
+    )
+    commits = [_commit_row(c, now) for c in code.reverts]
+    messages = [shown(m.split("\n", 1)[0]) for m in code.messages]
+    return [
+        ("remote", shown(code.remote)),
+        ("branch", f"{shown(code.branch)} at {code.short_tip} (the plan is bound to this tip)"),
+        ("revert", commits[0]),
+        *(("", line) for line in commits[1:]),
+        ("pushes", messages[0] + " (each names the run and the requester)"),
+        *(("", line) for line in messages[1:]),
+        *(("stays", _commit_row(c, now)) for c in code.pending[:10]),
+        ("code back to", f"{code.short_target} (its tree); never a force push"),
+        ("after push", after),
+    ]
+
+
+def code_plan_rows(plan: CodeRollbackPlan) -> list[tuple[str, str]]:
+    steps = expected_steps("code", None, waits_for_version=waits_for_version(plan.target))
+    return [*code_rows(plan), ("steps", " → ".join(STEP_LABELS[s] for s in steps))]
+
+
+def full_plan_rows(plan: FullRollbackPlan) -> list[tuple[str, str]]:
+    """The database half's rows, the code half's, and the one health check after both."""
+    database = [row for row in plan_rows(plan.database.plan) if row[0] != "steps"]
+    note = ("warning" if "⚠️" in plan.code_note else "code half", shown(plan.code_note))
+    code = code_rows(plan.code) if plan.code is not None else []
+    steps = expected_steps(
+        "full",
+        plan.database.plan.strategy.value,
+        plan.database.plan.cutover_mode.value,
+        waits_for_version=plan.code is not None and waits_for_version(plan.code.target),
+    )
+    return [
+        *database,
+        note,
+        *code,
+        ("health", HEALTH_NOTE),
+        ("steps", " → ".join(STEP_LABELS[s] for s in steps)),
+    ]
+
+
+def code_result_lines(result: RollbackResult) -> list[str]:
+    """A code or full rollback's extra lines: what was pushed, where each half stands."""
+    lines = []
+    pushed = result.code or {}
+    if pushed.get("pushed"):
+        lines.append(
+            f"  pushed        {pushed.get('branch')}: {str(pushed.get('previous_tip'))[:7]}.."
+            f"{str(pushed.get('new_tip'))[:7]} ({len(pushed.get('pushed') or [])} revert commit(s))"
+        )
+    for half, state in (result.halves or {}).items():
+        lines.append(f"  {half + ' half':<13} {shown(state)}")
+    return lines

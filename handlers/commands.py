@@ -11,6 +11,8 @@ from services.errors import InvalidName
 
 class CommandKind(StrEnum):
     ROLLBACK = "rollback"
+    CODE = "code"  # /rollback code ENV [commit]
+    FULL = "full"  # /rollback full ENV [backup [commit]]
     BACKUPS = "backups"
     STATUS = "status"
     HISTORY = "history"
@@ -24,6 +26,7 @@ class ParsedCommand:
     kind: CommandKind
     environment: str | None = None
     backup: str | None = None
+    commit: str | None = None  # CODE, FULL: the commit to bring the code back to
     problem: str | None = None  # for USAGE: what was wrong
 
 
@@ -59,7 +62,7 @@ def _parse(text: str) -> ParsedCommand:
         environment = names.check_environment_name(rest[0]) if rest else None
         return ParsedCommand(CommandKind.STATUS, environment=environment)
     if first in ("code", "full"):
-        return _usage(f"A {first} rollback cannot be started from Slack yet.")
+        return _parse_code_or_full(CommandKind(first), rest)
     if len(words) > 2:
         return _usage("Too many words.")
     backup = words[1] if len(words) == 2 else None
@@ -68,3 +71,25 @@ def _parse(text: str) -> ParsedCommand:
     return ParsedCommand(
         CommandKind.ROLLBACK, environment=names.check_environment_name(words[0]), backup=backup
     )
+
+
+def _parse_code_or_full(kind: CommandKind, rest: list[str]) -> ParsedCommand:
+    """`code ENV [commit]`; `full ENV [backup [commit]]` (a backup comes before a commit: to
+    pair the newest backup with a commit, name the backup)."""
+    form = (
+        "`code <environment> [commit]`"
+        if kind is CommandKind.CODE
+        else ("`full <environment> [backup [commit]]`")
+    )
+    most = 2 if kind is CommandKind.CODE else 3
+    if not rest:
+        return _usage(f"Name the environment: {form}.")
+    if len(rest) > most:
+        return _usage(f"Too many words: {form}.")
+    environment = names.check_environment_name(rest[0])
+    backup = rest[1] if kind is CommandKind.FULL and len(rest) >= 2 else None
+    if backup is not None:
+        names.backup_file_name(backup)
+    commit_word = rest[-1] if len(rest) == most else None
+    commit = names.check_commitish(commit_word) if commit_word is not None else None
+    return ParsedCommand(kind, environment=environment, backup=backup, commit=commit)

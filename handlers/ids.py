@@ -13,6 +13,9 @@ class ActionId(StrEnum):
     UNDO = "rollback.undo"
     RESUME = "rollback.resume"
     ABORT = "rollback.abort"
+    # After a full rollback whose code half failed once its database half was done.
+    RETRY_CODE = "rollback.retry_code"
+    UNDO_DATABASE = "rollback.undo_database"
 
 
 class BlockId(StrEnum):
@@ -30,6 +33,10 @@ class BlockId(StrEnum):
     DATA_LOSS = "rollback.data_loss"
     UNDO = "rollback.undo"
     RECOVERY = "rollback.recovery"
+    CODE_PLAN = "rollback.code_plan"
+    CODE_COMMITS = "rollback.code_commits"
+    HALVES = "rollback.halves"
+    FOLLOW_UPS = "rollback.follow_ups"
     FOOTER = "rollback.footer"
 
 

@@ -30,7 +30,7 @@ from services.approvals import Decision
 from services.bundle import Services
 from services.errors import RollbackError, RunNotFound
 from services.permissions import Action, Actor, authorize
-from services.run_store import RunRecord
+from services.run_store import RunKind, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ DECISIONS = {
 # What each request asks to do, in the permission table's words.
 COMMAND_ACTIONS = {
     CommandKind.ROLLBACK: Action.REQUEST,
+    CommandKind.CODE: Action.REQUEST,
+    CommandKind.FULL: Action.REQUEST,
     CommandKind.CANCEL: Action.CANCEL,
     CommandKind.BACKUPS: Action.BACKUPS,
     CommandKind.STATUS: Action.STATUS,
@@ -58,8 +60,15 @@ BUTTON_ACTIONS = {
     ActionId.UNDO.value: Action.UNDO,
     ActionId.RESUME.value: Action.RESUME,
     ActionId.ABORT.value: Action.ABORT,
+    ActionId.RETRY_CODE.value: Action.RETRY_CODE,
+    ActionId.UNDO_DATABASE.value: Action.UNDO_DATABASE,
 }
 COMMAND = "/rollback"
+RUN_KINDS = {
+    CommandKind.ROLLBACK: RunKind.DATABASE,
+    CommandKind.CODE: RunKind.CODE,
+    CommandKind.FULL: RunKind.FULL,
+}
 
 
 # ---------------------------------------------------------------- global middleware
@@ -188,13 +197,15 @@ async def _rollback_command(
 ) -> None:
     parsed = parse_command(command.get("text", ""))
     now = datetime.now(UTC)
-    if parsed.kind is CommandKind.ROLLBACK:
+    if parsed.kind in RUN_KINDS:
         assert parsed.environment is not None
         await rollbacks.request(
             environment=parsed.environment,
             backup=parsed.backup,
             user=command["user_id"],
             channel=command["channel_id"],
+            kind=RUN_KINDS[parsed.kind],
+            commit=parsed.commit,
         )
     elif parsed.kind is CommandKind.CANCEL:
         assert parsed.environment is not None
@@ -382,6 +393,28 @@ async def _recovery(
         await act(run_id=run_id, user=user)
 
 
+async def handle_follow_up_button(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: AsyncRespond,
+    rollbacks: Rollbacks,
+) -> None:
+    """Retry code rollback or Undo database rollback, after a full rollback's code half
+    failed; one approval, the click that completes the policy's approvals does it."""
+    await ack()
+    _after_ack(rollbacks, body, respond, _follow_up(body, action, respond, rollbacks))
+
+
+async def _follow_up(
+    body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, rollbacks: Rollbacks
+) -> None:
+    run_id, _ = parse_button_value(str(action.get("value", "")))
+    chosen = BUTTON_ACTIONS[action["action_id"]]
+    gate = await rollbacks.follow_up(run_id=run_id, action=chosen, user=body["user"]["id"])
+    await _reply(respond, gate_reply(gate))
+
+
 def register(app: AsyncApp) -> None:
     """The permission check first (after the services are in the context), then listeners."""
     app.use(authorize_request)
@@ -392,4 +425,6 @@ def register(app: AsyncApp) -> None:
     app.action(ActionId.UNDO.value)(handle_undo_button)
     for action_id in (ActionId.RESUME, ActionId.ABORT):
         app.action(action_id.value)(handle_recovery_button)
+    for action_id in (ActionId.RETRY_CODE, ActionId.UNDO_DATABASE):
+        app.action(action_id.value)(handle_follow_up_button)
     app.error(handle_error)

@@ -13,6 +13,12 @@ from slack_sdk.models.blocks import Block
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers.live import LiveMessages
+from handlers.messages.follow_ups import (
+    follow_up_asked,
+    follow_up_finished,
+    follow_up_not_done,
+    follow_up_started,
+)
 from handlers.messages.incident_report import incident_report, incident_report_text
 from handlers.messages.notices import notice_text
 from handlers.messages.recovery_report import recovery_report
@@ -29,7 +35,7 @@ from handlers.tasks import BackgroundTasks
 from services import approvals
 from services.approvals import (
     ActionGate,
-    BoundPlan,
+    Bound,
     Decision,
     DecisionOutcome,
     Directory,
@@ -40,16 +46,17 @@ from services.checklist import tick_checklist
 from services.environments import Strategy
 from services.errors import NotPosted, PreparationFailed, RollbackError, RunOwned
 from services.events import EventKind, Listener, NoObserver, RunObserver, StepEvent
+from services.execution import database_plan, execute_approved
+from services.full_rollback import failed_half, retry_code_half, undo_database_half
 from services.notifications import Notice, Notifier, notify_contacts
 from services.permissions import Action, Actor
 from services.recovery import abort_run, recover_orphans, resume_run
-from services.run_store import RunRecord, RunStatus
+from services.run_store import RunKind, RunRecord, RunStatus
 from services.run_view import load_run_view
 from services.undo import expire_old_databases, undo_rollback, undoable_run
 from services.workflow import (
     RollbackPlan,
     discard_staging,
-    execute_rollback,
     prepare_rollback,
 )
 
@@ -81,7 +88,14 @@ class Rollbacks:
         self._bot_user: str | None = None
 
     async def request(
-        self, *, environment: str, backup: str | None, user: str, channel: str
+        self,
+        *,
+        environment: str,
+        backup: str | None,
+        user: str,
+        channel: str,
+        kind: RunKind = RunKind.DATABASE,
+        commit: str | None = None,
     ) -> RunRecord:
         """Plan and record the run, then post its message in the channel."""
         # One pre-flight at a time per environment in this process: a burst of requests
@@ -94,6 +108,8 @@ class Rollbacks:
                 environment=environment,
                 backup=backup,
                 requested_by=user,
+                kind=kind,
+                commit=commit,
             )
         run = outcome.run
         try:
@@ -121,7 +137,9 @@ class Rollbacks:
             ) from error
         await self.services.store.set_message(run.id, str(posted["channel"]), str(posted["ts"]))
         self.tasks.spawn(self.notify(run.id, Notice.REQUESTED), name=f"notify-{run.id}")
-        self._prepare(run.id, outcome.plan.plan)
+        database = database_plan(outcome.plan)
+        if database is not None:
+            self._prepare(run.id, database)
         if outcome.approved:
             self._start(run.id, outcome.plan)
         return run
@@ -248,6 +266,43 @@ class Rollbacks:
                     approvals.release_action(self.services, run_id=run.id, action=Action.UNDO)
                 )
 
+    async def follow_up(self, *, run_id: str, action: Action, user: str) -> ActionGate:
+        """One approval of Retry code rollback or Undo database rollback on a full rollback
+        whose code half failed; the click that completes the approvals does it, reporting in
+        the run's thread."""
+        run = await failed_half(self.services, run_id, action)  # refuse early
+        gate = await approvals.approve_action(
+            self.services, self.directory, run_id=run.id, action=action, user=user
+        )
+        if gate.go:
+            work = self._follow_up(run, action, user)
+            self.tasks.spawn(work, name=f"{action.value}-{run.id}", critical=True)
+        elif gate.counted:
+            await self._thread(run, *follow_up_asked(action, user, gate.approvals, gate.required))
+        return gate
+
+    async def _follow_up(self, run: RunRecord, action: Action, user: str) -> None:
+        await self._thread(run, *follow_up_started(action, user))
+
+        async def show(event: StepEvent) -> None:
+            await self.observer.step(event)
+            self.live.refresh(run.id)
+
+        act = retry_code_half if action is Action.RETRY_CODE else undo_database_half
+        ok = False
+        try:
+            result = await act(self.services, run.id, requested_by=user, listener=show)
+            ok = result.ok
+            await self._thread(run, *follow_up_finished(action, result))
+        except RollbackError as error:  # refused before anything changed: say so there
+            await self._thread(run, *follow_up_not_done(action, str(error)))
+        finally:
+            self.live.refresh(run.id)
+            if not ok:  # the approvals are spent: it may be asked for again
+                await asyncio.shield(
+                    approvals.release_action(self.services, run_id=run.id, action=action)
+                )
+
     async def tick(
         self,
         *,
@@ -264,15 +319,15 @@ class Rollbacks:
         ):
             self.live.refresh(run.id)
 
-    def _start(self, run_id: str, plan: BoundPlan) -> None:
+    def _start(self, run_id: str, plan: Bound) -> None:
         self.tasks.spawn(self._execute(run_id, plan), name=f"rollback-{run_id}", critical=True)
 
-    async def _execute(self, run_id: str, plan: BoundPlan) -> None:
+    async def _execute(self, run_id: str, plan: Bound) -> None:
         # Owns the run from here (waiting for a preparation still running anywhere) until
         # it is reported; if this process dies first, another one reports it.
-        await execute_rollback(
+        await execute_approved(
             self.services,
-            plan.plan,
+            plan,
             run_id=run_id,
             listener=self._step_listener(run_id),
             report=lambda: self._report(run_id),

@@ -8,106 +8,35 @@ compare-and-set in the run store, so double clicks and retried requests change n
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from services import approved_copy
+from services.bound_plan import BoundPlan, bind_plan, describe_change, plan_hash
 from services.bundle import Services
+from services.code_rollback import (
+    CodeRollbackPlan,
+    describe_code_change,
+    git_target,
+    plan_code,
+)
 from services.environments import ApprovalPolicy, Contacts
 from services.errors import ApprovalError, RollbackError, RunConflict
+from services.full_rollback import FullRollbackPlan, plan_full
 from services.permissions import PERMISSIONS, Action, Actor, Directory, authorize
-from services.run_store import RunRecord, RunStatus
-from services.workflow import RollbackPlan, plan_rollback
+from services.run_store import RunKind, RunRecord, RunStatus
 
-__all__ = ["Directory"]  # the chat side implements it; it lives with the permission table
+# Directory: the chat side implements it; it lives with the permission table. The binding
+# of a database plan lives in services/bound_plan.py.
+__all__ = ["BoundPlan", "Directory", "bind_plan", "describe_change", "plan_hash"]
 
 
 class Decision(StrEnum):
     APPROVE = "approve"
     REJECT = "reject"
     CANCEL = "cancel"
-
-
-def plan_hash(environment: str, backup: str, sha256: str, strategy: str) -> str:
-    """What an approval is bound to."""
-    material = json.dumps([environment, backup, sha256, strategy]).encode()
-    return hashlib.sha256(material).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class BoundPlan:
-    """A plan with the checksum of its backup: what approvers approve."""
-
-    plan: RollbackPlan
-    sha256: str
-    requested_backup: str | None  # None: "the newest", so a newer backup changes the plan
-
-    @property
-    def hash(self) -> str:
-        return plan_hash(
-            self.plan.environment.name,
-            self.plan.backup.name,
-            self.sha256,
-            self.plan.strategy.value,
-        )
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            **self.plan.summary(),
-            "backup_sha256": self.sha256,
-            "backup_identity": self.plan.backup.identity,
-            "plan_hash": self.hash,
-            "requested_backup": self.requested_backup,
-            "backup_age_seconds": round(self.plan.backup_age_seconds),
-            "planned_at": self.plan.planned_at.isoformat(),
-        }
-
-
-async def bind_plan(
-    services: Services,
-    environment: str,
-    requested_backup: str | None,
-    *,
-    own_run_id: str | None = None,
-    known: dict[str, Any] | None = None,
-) -> BoundPlan:
-    """The plan bound to the bytes it restores: the backup is copied into the bot's folder
-    and hashed in one pass (services/approved_copy.py); every restore reads that copy.
-
-    `known`: the run's recorded plan, if any. The same unchanged file (inode, size,
-    modification and change times: a rewrite changes the last even when the others are put
-    back) keeps its recorded checksum and copy, instead of seconds of I/O on every click.
-    """
-    plan = await plan_rollback(services, environment, requested_backup, own_run_id=own_run_id)
-    recorded = known or {}
-    folder = plan.environment.backups_dir
-    copy = None
-    if (
-        plan.backup.identity
-        and recorded.get("backup") == plan.backup.name
-        and recorded.get("backup_identity") == plan.backup.identity
-        and recorded.get("backup_sha256")
-    ):
-        copy = await approved_copy.existing_copy(folder, str(recorded["backup_sha256"]))
-    if copy is None:
-        copy = await approved_copy.take_copy(plan.backup, folder)
-    return BoundPlan(replace(plan, approved=copy), copy.sha256, requested_backup)
-
-
-def describe_change(before: dict[str, Any], after: BoundPlan) -> str:
-    """Why a plan is no longer the one approved, in one sentence."""
-    reasons = []
-    if before.get("backup") != after.plan.backup.name:
-        reasons.append(f"backup {before.get('backup')} was replaced by {after.plan.backup.name}")
-    elif before.get("backup_sha256") != after.sha256:
-        reasons.append(f"the file {after.plan.backup.name} changed (its checksum differs)")
-    if before.get("strategy") != after.plan.strategy.value:
-        reasons.append(f"strategy {before.get('strategy')} became {after.plan.strategy.value}")
-    return "; ".join(reasons) or "the plan changed"
 
 
 def expires_at(run: RunRecord, policy: ApprovalPolicy) -> datetime:
@@ -123,7 +52,7 @@ def escalates_at(run: RunRecord, policy: ApprovalPolicy) -> datetime | None:
 @dataclass(frozen=True)
 class RequestOutcome:
     run: RunRecord
-    plan: BoundPlan
+    plan: Bound
     approved: bool  # the policy needs no approval: the caller starts it now
 
 
@@ -134,6 +63,8 @@ async def request_rollback(
     environment: str,
     backup: str | None,
     requested_by: str,
+    kind: RunKind = RunKind.DATABASE,
+    commit: str | None = None,
 ) -> RequestOutcome:
     """Plan (read-only) and record the run awaiting approval; one active run per environment."""
     await authorize(
@@ -146,19 +77,66 @@ async def request_rollback(
     active = await services.store.active_run(environment)
     if active is not None:  # cheap, before the pre-flight; the database still decides
         raise RunConflict(environment, active.id, active.requested_by)
-    bound = await bind_plan(services, environment, backup)
-    needs_approval = bound.plan.environment.approval.required_approvals > 0
+    bound = await bind_request(
+        services, kind=kind, environment=environment, backup=backup, commit=commit
+    )
+    target = services.environment(environment)
+    needs_approval = target.approval.required_approvals > 0
     run = await services.store.create_run(
-        environment=bound.plan.environment.name,
-        kind="database",
+        environment=target.name,
+        kind=kind.value,
         requested_by=requested_by,
         status=RunStatus.AWAITING_APPROVAL if needs_approval else RunStatus.APPROVED,
         plan=bound.summary(),
-        backup_name=bound.plan.backup.name,
-        backup_sha256=bound.sha256,
-        strategy=bound.plan.strategy.value,
+        **bound.columns(),
     )
     return RequestOutcome(run, bound, approved=not needs_approval)
+
+
+# What approvers approve, per kind of run: each has a hash, a summary and its run columns.
+Bound = BoundPlan | CodeRollbackPlan | FullRollbackPlan
+
+
+async def bind_request(
+    services: Services,
+    *,
+    kind: RunKind,
+    environment: str,
+    backup: str | None,
+    commit: str | None,
+    own_run_id: str | None = None,
+    known: dict[str, Any] | None = None,
+) -> Bound:
+    """The plan of a request of this kind, bound to what it changes (see bound_plan)."""
+    if kind is RunKind.CODE:
+        return await plan_code(services, environment, commit, own_run_id=own_run_id)
+    if kind is not RunKind.FULL:
+        return await bind_plan(services, environment, backup, own_run_id=own_run_id, known=known)
+    git_target(services.environment(environment))  # refused before the database's pre-flight
+    database = await bind_plan(services, environment, backup, own_run_id=own_run_id, known=known)
+    try:
+        return await plan_full(services, database, commit, own_run_id=own_run_id)
+    except BaseException:
+        if database.sha256 != (known or {}).get("backup_sha256"):  # a copy of its own
+            await approved_copy.discard_copy(services, database.plan.environment, database.sha256)
+        raise
+
+
+def describe_bound_change(before: dict[str, Any], after: Bound) -> str:
+    """Why a plan is no longer the one approved, in one sentence."""
+    if isinstance(after, BoundPlan):
+        return describe_change(before, after)
+    if isinstance(after, CodeRollbackPlan):
+        return describe_code_change(before.get("code") or {}, after.code)
+    reasons = []
+    if before.get("database_plan_hash") != after.database.hash:
+        reasons.append(describe_change(before, after.database))
+    code = before.get("code") or {}
+    if after.code is None:
+        reasons.append(after.code_note)
+    elif code.get("fingerprint") != after.code.code.fingerprint:
+        reasons.append(describe_code_change(code, after.code.code))
+    return "; ".join(reasons) or "the plan changed"
 
 
 _CLOSED = {
@@ -248,7 +226,7 @@ class DecisionOutcome:
     approvals: int  # approvals of the current plan
     required: int
     note: str | None = None  # for the person who clicked: why their click did not count
-    start: BoundPlan | None = field(default=None)  # set for the one caller that executes it
+    start: Bound | None = field(default=None)  # set for the one caller that executes it
     previous: RunStatus | None = None  # the run's status before a cancel
 
 
@@ -282,23 +260,19 @@ async def decide(
         return await _close(services, run, user, RunStatus.REJECTED, decision, required)
 
     # Approve: re-check the plan; an approval is for exactly the plan it saw.
-    bound = await bind_plan(
+    bound = await bind_request(
         services,
-        run.environment,
-        run.plan.get("requested_backup"),
+        kind=RunKind(run.kind),
+        environment=run.environment,
+        backup=run.plan.get("requested_backup"),
+        commit=run.plan.get("requested_commit"),
         own_run_id=run.id,
         known=run.plan,
     )
     recorded_hash = run.plan.get("plan_hash")
     if bound.hash != recorded_hash:
-        why = describe_change(run.plan, bound)
-        if await services.store.replace_plan(
-            run.id,
-            plan=bound.summary(),
-            backup_name=bound.plan.backup.name,
-            backup_sha256=bound.sha256,
-            strategy=bound.plan.strategy.value,
-        ):
+        why = describe_bound_change(run.plan, bound)
+        if await services.store.replace_plan(run.id, plan=bound.summary(), **bound.columns()):
             await services.store.append_event(
                 run.id,
                 "plan_changed",

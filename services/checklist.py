@@ -69,6 +69,7 @@ def _bot_item(event: EventRecord) -> ChecklistItem | None:
             Step.START.value: ChecklistItem.EXECUTED,
             Step.UNPAUSE.value: ChecklistItem.EXECUTED,  # the pause cut-over mode
             Step.CUTOVER.value: ChecklistItem.EXECUTED,  # keep: the containers never stop
+            Step.PUSH.value: ChecklistItem.EXECUTED,  # code: the revert is pushed
             Step.HEALTH.value: ChecklistItem.HEALTH_PASSED,
         }.get(event.step or "")
     return None

@@ -299,3 +299,37 @@ class VersionNotReported(DeadlineExceeded, GitError):
         self.sha = sha
         self.last = last  # what the endpoint last said (a version, or why it failed)
         super().__init__(f"{url} reporting {sha[:7]}", seconds, f"last: {last}")
+
+
+class CodeNotConfigured(ConfigError, GitError):
+    """A code or full rollback of an environment without a `git` section."""
+
+    def __init__(self, environment: str) -> None:
+        self.environment = environment
+        super().__init__(
+            [
+                f"{environment} has no code rollback: its entry in the environments file has "
+                f"no [environments.{environment}.git] section (the remote and branch whose "
+                "push deploys it). A database rollback needs none."
+            ]
+        )
+
+
+class CodeWouldConflict(GitError):
+    """The plan's reverts conflict: the request is refused before anything is recorded."""
+
+    def __init__(
+        self, environment: str, commit: str, subject: str, files: tuple[str, ...], database: str
+    ) -> None:
+        self.environment = environment
+        self.commit = commit  # short sha
+        self.subject = subject
+        self.files = files
+        self.database = database  # the database-only request to offer, e.g. "production x.dump"
+        shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
+        super().__init__(
+            f'Reverting {commit} ("{subject}") conflicts with later changes in {shown}: the '
+            f"code of {environment} cannot be rolled back by revert commits, so nothing was "
+            f"started. Revert it by hand, or roll back the database only: "
+            f"/rollback {database}"
+        )

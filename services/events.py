@@ -28,6 +28,9 @@ class Step(StrEnum):
     # The pause cut-over mode (also on the way back after a failure).
     PAUSE = "pause"
     UNPAUSE = "unpause"
+    # Code rollback (and the code half of a full rollback).
+    PUSH = "push"
+    DEPLOY = "deploy"
 
 
 STEP_LABELS: dict[Step, str] = {
@@ -46,6 +49,8 @@ STEP_LABELS: dict[Step, str] = {
     Step.ARCHIVE_OLD: "Dump the old database to the backups folder",
     Step.PAUSE: "Pause containers",
     Step.UNPAUSE: "Thaw containers",
+    Step.PUSH: "Revert the commits and push",
+    Step.DEPLOY: "Wait for the version endpoint to report the revert",
 }
 
 EXECUTE_STEPS = (Step.STOP, Step.SAFETY_BACKUP, Step.RESTORE, Step.START, Step.HEALTH)
@@ -62,6 +67,21 @@ def planned_steps(strategy: str | None, cutover_mode: str | None = None) -> tupl
     if cutover_mode == "keep":
         return tuple(s for s in steps if s not in (Step.STOP, Step.START))
     return steps
+
+
+def expected_steps(
+    kind: str, strategy: str | None, cutover_mode: str | None = None, *, waits_for_version: bool
+) -> tuple[Step, ...]:
+    """The steps a run of this kind shows before they happen (a full rollback: the database
+    half without its own health check, then the code half, then one health check)."""
+    code = (Step.PUSH, *((Step.DEPLOY,) if waits_for_version else ()), Step.HEALTH)
+    if kind == "code":
+        return code
+    database = planned_steps(strategy, cutover_mode)
+    if kind != "full":
+        return database
+    before_health = database[: database.index(Step.HEALTH)]
+    return (*before_health, *code, *database[database.index(Step.HEALTH) + 1 :])
 
 
 class EventKind(StrEnum):

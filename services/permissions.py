@@ -41,6 +41,8 @@ class Action(StrEnum):
     RESUME = "resume"  # an interrupted run
     ABORT = "abort"  # an interrupted run: restore and stop there
     BACKUP = "backup"  # take a named backup now (reads the live database, writes a file)
+    RETRY_CODE = "retry_code"  # a full rollback's code half, after it failed
+    UNDO_DATABASE = "undo_database"  # a full rollback's database half, its code half failed
     STATUS = "status"
     HISTORY = "history"
     BACKUPS = "backups"
@@ -134,6 +136,22 @@ PERMISSIONS: Mapping[Action, Rule] = MappingProxyType(
             Role.OPERATOR,
             what="take a backup of {env}",
             refusal="you are not one of its requesters",
+        ),
+        # After a full rollback's code half failed: push the approved plan again, or put
+        # the database back; each changes the environment again, as the rollback did.
+        Action.RETRY_CODE: _rule(
+            Role.APPROVER,
+            what="retry this code rollback",
+            refusal=_APPROVER_ONLY,
+            own_run_refused=True,
+            gated=True,
+        ),
+        Action.UNDO_DATABASE: _rule(
+            Role.APPROVER,
+            what="undo this database rollback",
+            refusal=_APPROVER_ONLY,
+            own_run_refused=True,
+            gated=True,
         ),
         Action.STATUS: _rule(*_READ, what="see the status", refusal="reading is not allowed"),
         Action.HISTORY: _rule(*_READ, what="see the history", refusal="reading is not allowed"),

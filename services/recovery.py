@@ -23,14 +23,16 @@ import asyncpg
 from services import approved_copy, cutover_modes, database, log_context, swap
 from services.backups import Backup
 from services.bundle import Services
+from services.code_rollback import PUSH_DONE, recover_push, resume_code
 from services.containers import Container, ContainerOutcome
 from services.database import DatabaseTarget
 from services.environments import Environment, Strategy
 from services.errors import DatabaseError, RollbackError, RunOwned
 from services.events import Listener, Step
+from services.full_rollback import execute_full, finish_code_half, full_plan_of
 from services.health import run_health_checks
 from services.provenance import BackupKind
-from services.run_store import RunRecord, RunStatus
+from services.run_store import RunKind, RunRecord, RunStatus
 from services.undo import undo_rollback
 from services.workflow import (
     Execution,
@@ -70,6 +72,10 @@ _EXECUTION_FACTS = [
     "recovered",
     "announced",
     "reported",
+    "code_push",
+    "code_tip",
+    "code_new_tip",
+    "code_pushed",
 ]
 
 
@@ -171,7 +177,9 @@ async def recover_run(services: Services, run: RunRecord) -> Recovery:
     journal = run.journal
     target = target_for(services, environment)
     try:
-        if run.kind == "undo":
+        if run.kind == RunKind.CODE.value:
+            recovery.data = DataState.UNCHANGED  # a code rollback never touches the database
+        elif run.kind == "undo":
             await _recover_undo(services, run, target, recovery)
         elif swap.SwapNames.from_facts(journal) is not None:
             await _recover_swap(services, run, target, recovery)
@@ -180,6 +188,11 @@ async def recover_run(services: Services, run: RunRecord) -> Recovery:
     except (RollbackError, OSError, asyncpg.PostgresError) as error:
         recovery.data = DataState.UNKNOWN
         recovery.problems.append(f"database not checked: {error}")
+    if run.kind in (RunKind.CODE.value, RunKind.FULL.value):
+        try:  # the push landed or not: the remote branch says, when the journal cannot
+            recovery.actions.append(await recover_push(services, run))
+        except RollbackError as error:
+            recovery.problems.append(f"whether the revert was pushed is UNKNOWN: {error}")
     for key in ("safety_backup", "archive_old"):
         path = journal.get(key)
         if isinstance(path, str) and not journal.get(f"{key}_done"):
@@ -499,6 +512,9 @@ async def resume_run(
     finish; if nothing took effect, run the rollback again (same backup, same file)."""
     run = await services.store.get(run_id)
     run = await interrupted_run(services, run.environment, run.id)
+    if run.kind == RunKind.CODE.value:
+        await services.store.append_event(run.id, "resumed", actor=requested_by)
+        return await resume_code(services, run, listener=listener)
     run, data = await _known_data(services, run)
     plan = await plan_rollback(services, run.environment, run.backup_name, own_run_id=run.id)
     identity = run.plan.get("backup_identity")
@@ -514,9 +530,20 @@ async def resume_run(
             run.id, to=RunStatus.APPROVED, expect=(RunStatus.INTERRUPTED,)
         ):
             raise RollbackError(f"Run {run.id} changed meanwhile; nothing was done.")
+        if run.kind == RunKind.FULL.value:
+            return await execute_full(
+                services,
+                full_plan_of(run, plan),
+                run_id=run.id,
+                requested_by=run.requested_by,
+                listener=listener,
+                expect=(RunStatus.APPROVED,),
+            )
         return await execute_rollback(
             services, plan, run_id=run.id, listener=listener, expect=(RunStatus.APPROVED,)
         )
+    if run.kind == RunKind.FULL.value:
+        return await finish_code_half(services, run, plan, listener=listener)
     return await _finish_changed(services, run, plan, listener)
 
 
@@ -596,6 +623,13 @@ async def abort_run(
     run = await interrupted_run(services, run.environment, run.id)
     environment = services.environment(run.environment)
     run, data = await _known_data(services, run)
+    pushed = run.journal.get("code_push") == PUSH_DONE
+    if pushed:  # a code or full rollback whose revert landed: its code is rolled back
+        raise RollbackError(
+            f"Run {run.id}'s revert {str(run.journal.get('code_new_tip'))[:7]} was pushed before "
+            "the interruption: Abort cannot take a push back (nor put the data back under the "
+            "reverted code). Resume checks health and finishes, or revert the revert in git."
+        )
     if not await services.store.transition(
         run.id, to=RunStatus.ABORTED, expect=(RunStatus.INTERRUPTED,)
     ):
@@ -609,6 +643,7 @@ async def abort_run(
         result = RollbackResult(run_id=run.id, ok=True, strategy=run.strategy or "")
         result.environment_state = (
             f"nothing to put back: {environment.name} holds its pre-rollback data"
+            + (" and code" if run.kind != RunKind.DATABASE.value else "")
         )
         await services.store.update(
             run.id, result={**(run.result or {}), "aborted": result.environment_state}

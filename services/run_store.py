@@ -40,6 +40,13 @@ class RunStatus(StrEnum):
     ABORTED = "aborted"  # interrupted, then an approver chose Abort and restore
 
 
+class RunKind(StrEnum):
+    DATABASE = "database"
+    CODE = "code"  # revert commits pushed to the deployed branch
+    FULL = "full"  # database first, then code: one run, one approval
+    UNDO = "undo"
+
+
 ACTIVE = (
     RunStatus.PENDING,
     RunStatus.AWAITING_APPROVAL,
@@ -345,9 +352,9 @@ class RunStore:
         run_id: str,
         *,
         plan: dict[str, Any],
-        backup_name: str,
-        backup_sha256: str,
-        strategy: str,
+        backup_name: str | None,
+        backup_sha256: str | None,
+        strategy: str | None,
     ) -> bool:
         """Record a changed plan of a run still awaiting approval (False if it is not)."""
         row = await self._pool.fetchrow(

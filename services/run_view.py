@@ -21,7 +21,7 @@ from services.checklist import (
     checklist_state,
 )
 from services.environments import Environment
-from services.events import STEP_LABELS, EventKind, Step, planned_steps
+from services.events import STEP_LABELS, EventKind, Step, expected_steps
 from services.run_store import ApprovalRecord, EventRecord, RunRecord
 
 
@@ -111,10 +111,7 @@ class RunView:
         return self.environment.approval.required_approvals
 
 
-def _steps(
-    events: list[EventRecord], strategy: str | None, cutover_mode: object
-) -> tuple[StepState, ...]:
-    expected = planned_steps(strategy, str(cutover_mode or "stop"))
+def _steps(events: list[EventRecord], expected: tuple[Step, ...]) -> tuple[StepState, ...]:
     states: dict[Step, StepState] = {s: StepState(s, StepStatus.PENDING) for s in expected}
     for event in events:
         if event.step is None:
@@ -212,7 +209,15 @@ async def load_run_view(services: Services, run_id: str) -> RunView:
         stale_approvals=stale,
         rejections=tuple(a for a in decisions if a.decision == "reject"),
         checklist=checklist_state(events),
-        steps=_steps(events, run.strategy, run.plan.get("cutover_mode")),
+        steps=_steps(
+            events,
+            expected_steps(
+                run.kind,
+                run.strategy,
+                str(run.plan.get("cutover_mode") or "stop"),
+                waits_for_version=bool((run.plan.get("code") or {}).get("waits_for_version")),
+            ),
+        ),
         plan_changes=tuple(
             str(e.detail.get("why", "")) for e in events if e.kind == "plan_changed"
         ),

@@ -115,9 +115,17 @@ class RollbackResult:
     old_database: str | None = None  # swap: the pre-rollback database, kept for undo
     keep_old_until: datetime | None = None
     backup_sha256: str | None = None  # the bytes that were restored (the approved copy's)
+    # Code and full rollbacks (services/code_rollback.py, full_rollback.py): what was pushed,
+    # each half's state in one sentence, and what the message offers next (Action values).
+    code: dict[str, Any] | None = None
+    halves: dict[str, str] | None = None
+    follow_ups: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         return {
+            **({"code": self.code} if self.code is not None else {}),
+            **({"halves": self.halves} if self.halves is not None else {}),
+            **({"follow_ups": list(self.follow_ups)} if self.follow_ups else {}),
             "ok": self.ok,
             "error": self.error,
             "environment_state": self.environment_state,
@@ -347,6 +355,32 @@ class StepRecorder:
         )
 
 
+async def health_step(
+    services: Services,
+    environment: Environment,
+    target: DatabaseTarget,
+    recorder: StepRecorder,
+    step: Step = Step.HEALTH,
+    *,
+    seen: Callable[[HealthReport], None] | None = None,
+) -> HealthReport:
+    """The health checks as a step of the run; RollbackError when any fails (`seen` gets
+    the report either way)."""
+    async with recorder.step(step) as record:
+        report = await run_health_checks(
+            environment, session=services.http, runtime=services.runtime, database=target
+        )
+        if seen is not None:
+            seen(report)
+        passed = len(report.results) - len(report.failed)
+        record.message = f"{passed}/{len(report.results)} passed"
+        if not report.ok:
+            raise RollbackError(
+                "Health checks failed: " + "; ".join(f"{r.name}: {r.detail}" for r in report.failed)
+            )
+    return report
+
+
 def _tools(plan: RollbackPlan) -> PgTools | None:
     return plan.tools.tools if plan.tools else None
 
@@ -558,22 +592,12 @@ class Execution:
             record.message = f"{len(outcomes)} {done}"
 
     async def check_health(self, step: Step = Step.HEALTH) -> HealthReport:
-        async with self.recorder.step(step) as record:
-            report = await run_health_checks(
-                self.env,
-                session=self.services.http,
-                runtime=self.services.runtime,
-                database=self.target,
-            )
+        def keep(report: HealthReport) -> None:
             self.health = report
-            passed = len(report.results) - len(report.failed)
-            record.message = f"{passed}/{len(report.results)} passed"
-            if not report.ok:
-                raise RollbackError(
-                    "Health checks failed: "
-                    + "; ".join(f"{r.name}: {r.detail}" for r in report.failed)
-                )
-        return report
+
+        return await health_step(
+            self.services, self.env, self.target, self.recorder, step, seen=keep
+        )
 
     async def analyze(self) -> None:
         """Statistics after an in-place restore, while the application is already back."""
@@ -802,6 +826,12 @@ async def _ensure_prepared(
     return await _prepare_owned(services, plan, run_id, recorder)
 
 
+# Between the containers' start and the end of the run: checks what the run did and says
+# whether the database half stands (its old database is then archived). The default is the
+# health check; a full rollback runs its code half first (services/full_rollback.py).
+Verify = Callable[[Execution, swap.SwapNames | None, RollbackResult], Awaitable[bool]]
+
+
 async def execute_rollback(
     services: Services,
     plan: RollbackPlan,
@@ -811,6 +841,7 @@ async def execute_rollback(
     expect: tuple[RunStatus, ...] = (RunStatus.APPROVED, RunStatus.RUNNING),
     wait_seconds: float = 3600.0,
     report: Callable[[], Awaitable[None]] | None = None,
+    verify: Verify | None = None,
 ) -> RollbackResult:
     """The destructive steps with their compensations; always reports where things stand.
 
@@ -822,17 +853,40 @@ async def execute_rollback(
     `wait_seconds` for a preparation still running elsewhere), moves from one of `expect`
     to running by compare-and-set, and journals each change before making it.
     """
+    async with owned_run(
+        services,
+        run_id,
+        plan.environment.name,
+        expect=expect,
+        wait_seconds=wait_seconds,
+        report=report,
+    ):
+        return await _execute_owned(services, plan, run_id, listener, verify or verify_health)
+
+
+@contextlib.asynccontextmanager
+async def owned_run(
+    services: Services,
+    run_id: str,
+    environment: str,
+    *,
+    expect: tuple[RunStatus, ...],
+    wait_seconds: float = 0.0,
+    report: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[None]:
+    """The run owned by this process (its lease), moved to running from one of `expect`,
+    and reported at the end, still owned, whatever happened."""
     async with (
-        log_context.run_scope(run_id, plan.environment.name),
+        log_context.run_scope(run_id, environment),
         services.store.lease(run_id, owner=services.owner, wait_seconds=wait_seconds) as lease,
     ):
         if not await services.store.transition(
             run_id, to=RunStatus.RUNNING, expect=expect, owner=lease.owner
         ):
             run = await services.store.get(run_id)
-            raise RunConflict(plan.environment.name, run_id, f"nobody: it is {run.status.value}")
+            raise RunConflict(environment, run_id, f"nobody: it is {run.status.value}")
         try:
-            return await _execute_owned(services, plan, run_id, listener)
+            yield
         finally:
             if report is not None:
                 # Still owned while reporting: a process that finds the run finished,
@@ -844,7 +898,7 @@ async def execute_rollback(
 
 
 async def _execute_owned(
-    services: Services, plan: RollbackPlan, run_id: str, listener: Listener
+    services: Services, plan: RollbackPlan, run_id: str, listener: Listener, verify: Verify
 ) -> RollbackResult:
     result = RollbackResult(
         run_id=run_id,
@@ -853,7 +907,7 @@ async def _execute_owned(
         cutover_mode=plan.cutover_mode.value,
     )
     try:
-        return await _execute_steps(services, plan, run_id, listener, result)
+        return await _execute_steps(services, plan, run_id, listener, result, verify)
     finally:
         with contextlib.suppress(Exception):  # a leftover copy is the sweep's
             await asyncio.shield(
@@ -867,6 +921,7 @@ async def _execute_steps(
     run_id: str,
     listener: Listener,
     result: RollbackResult,
+    verify: Verify,
 ) -> RollbackResult:
     recorder = StepRecorder(services, run_id, listener)
     run = Execution(services, plan, recorder)
@@ -884,7 +939,7 @@ async def _execute_steps(
             "database is unchanged"
         )
         collect_result(result, recorder, run)
-        await _finish_reported(services, run_id, result)
+        await finish_reported(services, run_id, result)
         return result
     # Whoever takes this run over removes the copy of these bytes with it.
     await recorder.journal(Step.PREFLIGHT, approved_sha256=result.backup_sha256)
@@ -916,10 +971,31 @@ async def _execute_steps(
         state = await asyncio.shield(describe_state(run))
         result.environment_state = "; ".join(p for p in (notes, state) if p)
         collect_result(result, recorder, run)
-        await asyncio.shield(_finish_reported(services, run_id, result))
+        await asyncio.shield(finish_reported(services, run_id, result))
         if interrupted:
             raise
         return result
+    kept = await verify(run, names, result)
+    # After the outcome is known, nothing may leave the run unfinished: these are extras.
+    run.recorder.best_effort = True
+    try:
+        if names is None and run.database_changed:
+            await run.analyze()
+        elif names is not None and kept:
+            await archive_old(run, names, result)
+    except Exception as error:
+        log.warning("run %s: after the rollback: %s", run_id, error)
+    collect_result(result, recorder, run)
+    await finish_reported(services, run_id, result)
+    return result
+
+
+async def verify_health(
+    run: Execution, names: swap.SwapNames | None, result: RollbackResult
+) -> bool:
+    """The health checks decide; failing ones swap the old database back (swap) or are
+    reported (in place). True when the rollback stands."""
+    plan = run.plan
     try:
         await run.check_health()
         if run.down_since is not None:
@@ -944,21 +1020,10 @@ async def _execute_steps(
                 f"{plan.environment.name} has {plan.backup.name} restored but health checks "
                 f"FAIL; {state}; the pre-rollback data is in {safety} (roll back to it to undo)"
             )
-    # After the outcome is known, nothing may leave the run unfinished: these are extras.
-    run.recorder.best_effort = True
-    try:
-        if names is None and run.database_changed:
-            await run.analyze()
-        elif names is not None and result.ok:
-            await _archive_old(run, names, result)
-    except Exception as error:
-        log.warning("run %s: after the rollback: %s", run_id, error)
-    collect_result(result, recorder, run)
-    await _finish_reported(services, run_id, result)
-    return result
+    return result.ok
 
 
-async def _finish_reported(services: Services, run_id: str, result: RollbackResult) -> None:
+async def finish_reported(services: Services, run_id: str, result: RollbackResult) -> None:
     """Record the result; a run store that fails now is said in the state sentence."""
     try:
         await finish_run(services, run_id, result)
@@ -974,7 +1039,7 @@ async def _drop_quietly(run: Execution, name: str) -> None:
         log.warning("could not drop %s", name, exc_info=True)
 
 
-async def _archive_old(run: Execution, names: swap.SwapNames, result: RollbackResult) -> None:
+async def archive_old(run: Execution, names: swap.SwapNames, result: RollbackResult) -> None:
     """Dump the old database beside the backups, so nothing is lost when it is dropped."""
     result.old_database = names.old
     result.keep_old_until = datetime.now(UTC) + timedelta(hours=run.env.keep_old_database_hours)

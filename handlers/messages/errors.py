@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from handlers.messages.text import escape, escape_lines, mention, mentions, truncate
+from handlers.messages.text import (
+    code,
+    escape,
+    escape_lines,
+    join_limited,
+    mention,
+    mentions,
+    truncate,
+)
 from services.errors import (
+    CodeWouldConflict,
     DatabaseError,
     NotPosted,
     PermissionDenied,
@@ -29,6 +38,8 @@ def error_text(error: RollbackError) -> str:
         )
     if isinstance(error, NotPosted):
         return not_posted_text(error)
+    if isinstance(error, CodeWouldConflict):
+        return conflict_text(error)
     # Only PostgreSQL's own text keeps its lines; anything else (which may repeat what a
     # user typed) stays on one line, so it cannot draw a line of its own (issue 8).
     shown = escape_lines if isinstance(error, DatabaseError) else escape
@@ -53,4 +64,18 @@ def unexpected_error_text(correlation_id: str) -> str:
     return (
         f"💥 Something went wrong on the bot's side (reference `{correlation_id}`). "
         "Nothing more was done; tell the bot's maintainers the reference."
+    )
+
+
+def conflict_text(error: CodeWouldConflict) -> str:
+    """A code rollback whose revert conflicts: the files, and the database-only rollback."""
+    files = [f"• {code(f, 200)}" for f in error.files]
+    return truncate(
+        f"⛔ Reverting {code(error.commit, 12)} ({escape(truncate(error.subject, 100))}) "
+        f"conflicts with later changes in the code of *{escape(error.environment)}*, so nothing "
+        "was started and nothing pushed. Conflicting files:\n"
+        + join_limited(files, 1500)
+        + "\nRevert it by hand, or roll back the database only: "
+        + code(f"/rollback {error.database}", 300),
+        MAX_ERROR_TEXT,
     )

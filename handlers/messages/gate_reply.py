@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from services.approvals import ActionGate
+from services.permissions import Action
+
+WORDS = {Action.RETRY_CODE: "code rollback retry", Action.UNDO_DATABASE: "database undo"}
 
 
 def gate_reply(gate: ActionGate) -> str:
-    verb = gate.action.value
+    verb = WORDS.get(gate.action, gate.action.value)
     if gate.go:
         return f"✅ Approved: the {verb} starts now. Follow it in the thread."
     if not gate.counted:

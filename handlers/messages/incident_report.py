@@ -11,6 +11,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from handlers.messages.code_plan import code_outcome
 from handlers.messages.run_message import STATUS_LABELS, health_rows
 from handlers.messages.text import (
     MAX_FIELD_TEXT,
@@ -24,6 +25,7 @@ from handlers.messages.text import (
     stamp,
 )
 from services import humanize
+from services.run_store import RunKind
 from services.run_view import RunView
 
 
@@ -49,11 +51,16 @@ def incident_report(view: RunView) -> list[Block]:
         f"*Outcome*\n{STATUS_LABELS[run.status]}",
         f"*Requested by*\n{mention(run.requested_by)} at {stamp(run.requested_at)}",
         f"*Approved by*\n{approvers}",
-        f"*Backup used*\n{code(str(view.plan.get('backup')), 300)}",
-        f"*Data-loss window*\n{_data_loss_window(view)} (backup taken "
-        f"{str(view.plan.get('backup_created_at', '?'))[:16].replace('T', ' ')} UTC)",
-        f"*Safety backup*\n{code(str(result.get('safety_backup') or 'not taken'), 500)}",
     ]
+    if run.kind != RunKind.CODE.value:
+        facts += [
+            f"*Backup used*\n{code(str(view.plan.get('backup')), 300)}",
+            f"*Data-loss window*\n{_data_loss_window(view)} (backup taken "
+            f"{str(view.plan.get('backup_created_at', '?'))[:16].replace('T', ' ')} UTC)",
+            f"*Safety backup*\n{code(str(result.get('safety_backup') or 'not taken'), 500)}",
+        ]
+    if run.kind in (RunKind.CODE.value, RunKind.FULL.value):
+        facts.append(f"*Code*\n{code_outcome(view)}")
     if isinstance(result.get("downtime_seconds"), int | float):
         facts.append(f"*Downtime*\n{humanize.duration(result['downtime_seconds'])}")
     timeline = [

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from handlers.messages.code_plan import rolled_back_to
 from handlers.messages.run_message import STATUS_LABELS
-from handlers.messages.text import code, escape, mention
+from handlers.messages.text import escape, mention
 from services.notifications import Notice
 from services.run_view import RunView
 
@@ -11,7 +12,7 @@ from services.run_view import RunView
 def notice_text(view: RunView, notice: Notice, *, link: str | None) -> str:
     run = view.run
     env = f"*{escape(run.environment)}*"
-    backup = code(str(view.plan.get("backup")), 200)
+    backup = rolled_back_to(view)
     if notice is Notice.REQUESTED:
         text = f"🔁 {mention(run.requested_by)} asked to roll back {env} to {backup}."
     elif notice is Notice.ESCALATED:

@@ -15,8 +15,9 @@ from services.run_store import RunRecord
 def run_line(run: RunRecord, now: datetime) -> str:
     age = humanize.age((now - run.requested_at).total_seconds())
     step = f" · step {escape(run.current_step)}" if run.current_step else ""
+    kind = f" · {escape(run.kind)}" if run.kind != "database" else ""
     return (
-        f"{code(run.id, 20)} *{escape(run.environment)}* · {run.status.value}{step} · "
+        f"{code(run.id, 20)} *{escape(run.environment)}*{kind} · {run.status.value}{step} · "
         f"{code(run.backup_name or '-', 120)} · by {mention(run.requested_by)} · "
         f"{stamp(run.requested_at)} ({age} ago)"
     )

@@ -24,6 +24,13 @@ from slack_sdk.models.blocks import (
 )
 
 from handlers.ids import ActionId, BlockId, button_value
+from handlers.messages.code_plan import (
+    code_plan_blocks,
+    follow_up_block,
+    full_notes,
+    halves_section,
+    kind_title,
+)
 from handlers.messages.text import (
     MAX_FIELD_TEXT,
     MAX_HEADER_TEXT,
@@ -40,7 +47,7 @@ from handlers.messages.text import (
 from services import humanize
 from services.checklist import BOT, CHECKLIST_LABELS, PEOPLE_ITEMS
 from services.events import Step
-from services.run_store import RunStatus
+from services.run_store import RunKind, RunStatus
 from services.run_view import RunView, StepState, StepStatus
 
 STATUS_LABELS = {
@@ -69,7 +76,8 @@ STEP_MESSAGE_LIMIT = 200
 
 def run_message_text(view: RunView) -> str:
     """The fallback text (notifications, screen readers)."""
-    return f"Rollback of {view.run.environment}: {STATUS_LABELS[view.run.status]}"
+    title = kind_title(view.run.kind)
+    return f"{title} of {view.run.environment}: {STATUS_LABELS[view.run.status]}"
 
 
 FUTURE = "dated in the future"
@@ -161,7 +169,8 @@ def _containers_section(view: RunView) -> SectionBlock:
 
 
 def _notes(view: RunView) -> list[str]:
-    notes = [
+    notes = full_notes(view) if view.run.kind == RunKind.FULL.value else []
+    notes += [
         f"⚠️ The plan changed ({escape(why)}); approvals given before no longer count."
         for why in view.plan_changes[-3:]
     ]
@@ -311,11 +320,25 @@ def _confirm(title: str, text: str, yes: str) -> ConfirmObject:
     )
 
 
-def _decision_block(view: RunView) -> ActionsBlock:
-    value = button_value(view.run.id, str(view.plan.get("plan_hash", "")))
+def _approve_text(view: RunView) -> str:
     # The confirm text is mrkdwn too: a name there must not become a mention (issue 8).
     env = escape(truncate(view.run.environment, 60))
     backup = code(str(view.plan.get("backup")), 120)
+    branch = code(str((view.plan.get("code") or {}).get("branch")), 60)
+    database = (
+        _CONFIRM[_mode(view.plan)].format(env=env, backup=backup)
+        + " Data written since the backup leaves the live database."
+    )
+    if view.run.kind == RunKind.CODE.value:
+        return f"This pushes the revert commits to {branch}, which deploys them to {env}."
+    if view.run.kind == RunKind.FULL.value:
+        return f"{database} Then it pushes the revert commits to {branch}."
+    return database
+
+
+def _decision_block(view: RunView) -> ActionsBlock:
+    value = button_value(view.run.id, str(view.plan.get("plan_hash", "")))
+    env = escape(truncate(view.run.environment, 60))
     return ActionsBlock(
         block_id=BlockId.DECISION,
         elements=[
@@ -324,12 +347,7 @@ def _decision_block(view: RunView) -> ActionsBlock:
                 text="Approve",
                 value=value,
                 style="primary",
-                confirm=_confirm(
-                    "Approve the rollback?",
-                    _CONFIRM[_mode(view.plan)].format(env=env, backup=backup)
-                    + " Data written since the backup leaves the live database.",
-                    "Approve",
-                ),
+                confirm=_confirm("Approve the rollback?", _approve_text(view), "Approve"),
             ),
             ButtonElement(
                 action_id=ActionId.REJECT,
@@ -393,6 +411,7 @@ def _undo_block(view: RunView) -> ActionsBlock | None:
     result = view.run.result or {}
     if (
         view.run.status is not RunStatus.SUCCEEDED
+        or view.run.kind == RunKind.FULL.value  # its code stays: not an undo of the whole
         or not result.get("old_database")
         or result.get("old_database_dropped")
         or result.get("undone_by")
@@ -448,6 +467,13 @@ def _recovery_blocks(view: RunView) -> list[Block]:
         "changed": "puts the pre-rollback data back (data written since is kept aside)",
         "unchanged": "ends the run; the data is already the pre-rollback data",
     }.get(str(data), "looks at the database again, then puts the pre-rollback data back")
+    if view.run.kind == RunKind.CODE.value:
+        resume_text = (
+            "pushes the approved revert (found, not pushed twice, if it landed) and checks health"
+        )
+        abort_text = "ends the run if nothing was pushed (a pushed revert stays)"
+    elif view.run.kind == RunKind.FULL.value and data == "changed":
+        resume_text = "runs the code half (a push that landed is found), then checks health"
     blocks.append(
         ActionsBlock(
             block_id=BlockId.DECISION,
@@ -476,12 +502,13 @@ def _recovery_blocks(view: RunView) -> list[Block]:
 
 def run_message(view: RunView, *, now: datetime) -> list[Block]:
     run = view.run
-    title = f"Rollback of {run.environment}: {STATUS_LABELS[run.status]}"
     blocks: list[Block] = [
-        HeaderBlock(block_id=BlockId.HEADER, text=truncate(title, MAX_HEADER_TEXT)),
-        _plan_section(view, now),
-        _containers_section(view),
+        HeaderBlock(block_id=BlockId.HEADER, text=truncate(run_message_text(view), MAX_HEADER_TEXT))
     ]
+    if run.kind != RunKind.CODE.value:
+        blocks += [_plan_section(view, now), _containers_section(view)]
+    if run.kind in (RunKind.CODE.value, RunKind.FULL.value):
+        blocks += code_plan_blocks(view, now)
     notes = _notes(view)
     if notes:
         blocks.append(
@@ -505,6 +532,9 @@ def run_message(view: RunView, *, now: datetime) -> list[Block]:
     summary = _summary_section(view)
     if summary is not None:
         blocks.append(summary)
+    halves = halves_section(view)
+    if halves is not None:
+        blocks.append(halves)
     blocks.extend(_recovery_blocks(view))
     blocks.extend(_checklist_blocks(view))
     if run.status is RunStatus.AWAITING_APPROVAL:
@@ -512,6 +542,9 @@ def run_message(view: RunView, *, now: datetime) -> list[Block]:
     undo = _undo_block(view)
     if undo is not None:
         blocks.append(undo)
+    follow_ups = follow_up_block(view)
+    if follow_ups is not None:
+        blocks.append(follow_ups)
     footer = (
         f"Run `{escape(run.id)}` · plan `{escape(str(view.plan.get('plan_hash', '-')))}` · "
         f"requested {stamp(run.requested_at)}"

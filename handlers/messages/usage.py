@@ -9,6 +9,10 @@ from handlers.messages.text import code, escape
 USAGE_LINES = (
     "`/rollback <environment> [backup]` — plan a database rollback (newest backup by "
     "default) and ask for approval",
+    "`/rollback code <environment> [commit]` — revert the last deployed change (or bring the "
+    "code back to a commit) with revert commits, pushed to the deployed branch",
+    "`/rollback full <environment> [backup [commit]]` — database first, then code: by default "
+    "the code goes back to the commit recorded with the backup",
     "`/rollback backups <environment>` — the environment's backups, newest first",
     "`/rollback status [environment]` — rollbacks in progress or awaiting approval",
     "`/rollback history <environment>` — the last rollbacks",
@@ -18,7 +22,10 @@ USAGE_LINES = (
 
 
 def usage_text(problem: str | None = None) -> str:
-    return (f"{escape(problem)} " if problem else "") + "Usage: /rollback <environment> [backup]"
+    return (f"{escape(problem)} " if problem else "") + (
+        "Usage: /rollback <environment> [backup] | code <environment> [commit] | "
+        "full <environment> [backup [commit]]"
+    )
 
 
 def usage_message(problem: str | None = None, environments: list[str] | None = None) -> list[Block]:

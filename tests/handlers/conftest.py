@@ -16,9 +16,12 @@ from bot.settings import Settings
 from handlers.tasks import BackgroundTasks
 from sandbox.slack import Channel, Message, SandboxWorkspace, SlackUser, User, UserGroup
 from services.containers import Runtime
-from services.environments import ApprovalPolicy, Contacts, Strategy
+from services.environments import ApprovalPolicy, Contacts, GitTarget, Strategy
 from services.run_store import RunRecord
+from tests.git_repos import git_http, upstream
 from tests.services.conftest import Stage
+
+__all__ = ["git_http", "upstream"]  # the git fixtures, for the code rollback tests
 
 BOT_TOKEN = "xoxb-handlers-test-token"
 SIGNING_SECRET = "handlers-signing-secret"
@@ -119,8 +122,11 @@ async def make_bot(stage: Stage) -> AsyncIterator[MakeBot]:
         strategy: Strategy = Strategy.IN_PLACE,
         database_url: str | None = None,
         runtime: Runtime | None = None,
+        git: GitTarget | None = None,
     ) -> Bot:
-        staged = stage.with_environment(approval=policy, contacts=contacts, strategy=strategy)
+        staged = stage.with_environment(
+            approval=policy, contacts=contacts, strategy=strategy, git=git
+        )
         if database_url is not None:
             staged = staged.with_environment(database_url=SecretStr(database_url))
         if runtime is not None:

@@ -28,7 +28,7 @@ def test_parse_command_never_raises_and_junk_gets_a_usage_problem(text: str) -> 
     if parsed.kind is CommandKind.USAGE:
         assert parsed.problem and parsed.problem.isprintable() and len(parsed.problem) < 300
         return
-    for value in (parsed.environment, parsed.backup):
+    for value in (parsed.environment, parsed.backup, parsed.commit):
         assert value is None or (value.isprintable() and " " not in value)
 
 
@@ -83,3 +83,44 @@ def test_ordinary_commands() -> None:
     )
     assert parse_command("backups production").kind is CommandKind.BACKUPS
     assert parse_command("").problem == "Name the environment to roll back."
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "environment", "backup", "commit"),
+    [
+        ("code production", CommandKind.CODE, "production", None, None),
+        ("code production ABC1234", CommandKind.CODE, "production", None, "abc1234"),
+        ("code production v1.2", CommandKind.CODE, "production", None, "v1.2"),
+        ("full production", CommandKind.FULL, "production", None, None),
+        ("full production x.dump", CommandKind.FULL, "production", "x.dump", None),
+        ("full production x.dump 0a1b2c3d", CommandKind.FULL, "production", "x.dump", "0a1b2c3d"),
+    ],
+)
+def test_code_and_full_commands(
+    text: str, kind: CommandKind, environment: str, backup: str | None, commit: str | None
+) -> None:
+    parsed = parse_command(text)
+    assert (parsed.kind, parsed.environment, parsed.backup, parsed.commit) == (
+        kind,
+        environment,
+        backup,
+        commit,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("code", "Name the environment: `code <environment> [commit]`."),
+        ("code production abc1234 more", "Too many words: `code <environment> [commit]`."),
+        ("full production x.dump abc1234 more", "Too many words"),
+        ("code production abc12", "too short for a commit sha: give at least 7 hex digits"),
+        ("code production --force", "starts with '-'"),
+        ("code production HEAD~1", "is not a name git accepts"),
+        ("full production ../x.dump", "outside the backups folder"),
+    ],
+)
+def test_code_and_full_commands_refused(text: str, problem: str) -> None:
+    parsed = parse_command(text)
+    assert parsed.kind is CommandKind.USAGE and parsed.problem is not None
+    assert problem in parsed.problem

@@ -58,7 +58,7 @@ async def test_forged_click_changes_nothing(bot: Bot) -> None:
         pytest.param("{env} missing.dump", "not found", id="missing backup"),
         pytest.param("frobnicate the thing now", "Usage", id="gibberish"),
         pytest.param("", "Name the environment", id="empty"),
-        pytest.param("code {env}", "cannot be started from Slack", id="code rollback"),
+        pytest.param("code {env}", "has no code rollback", id="code rollback without git"),
     ],
 )
 async def test_bad_input_is_answered_ephemerally_with_nothing_touched(
