@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bot import terminal
+from bot import terminal, watch_view
 from bot.environments_file import load_environments, store_problems
 from bot.logs import configure_logging, configured_secrets
 from bot.resources import open_services
@@ -146,6 +146,8 @@ async def cmd_rollback(args: argparse.Namespace) -> int:
                 services, plan, requested_by=operator.id, listener=view
             )
         _out(terminal.result_lines(result))
+        if result.ok:  # the runbook's "After Rollback": watched for monitor_minutes
+            await watch_view.monitor_after_rollback(services, result.run_id, here=args.watch)
         return EXIT_OK if result.ok else EXIT_FAILED
 
 
@@ -232,6 +234,24 @@ async def cmd_undo(args: argparse.Namespace) -> int:
             )
         _out(terminal.result_lines(result))
         return EXIT_OK if result.ok else EXIT_FAILED
+
+
+async def cmd_watch(args: argparse.Namespace) -> int:
+    settings, environments = _load(args)
+    _environment(environments, args.environment)
+    async with open_services(settings, environments) as services:
+        if not await watch_view.watch_window(services, args.environment):
+            _out([f"No monitoring window of {args.environment} is open."])
+    return EXIT_OK
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    settings, environments = _load(args)
+    if args.environment is not None:
+        _environment(environments, args.environment)
+    async with open_services(settings, environments) as services:
+        _out(await watch_view.status_lines(services, args.environment))
+    return EXIT_OK
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
@@ -371,7 +391,27 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("backup", nargs="?", help="backup file name (default: the newest)")
     rollback.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     rollback.add_argument("--dry-run", action="store_true", help="print the plan only")
+    rollback.add_argument(
+        "--watch",
+        action="store_true",
+        help="after a success, watch health here for monitor_minutes (default: leave it to "
+        "a running serve)",
+    )
     rollback.set_defaults(handler=cmd_rollback)
+
+    watch = sub.add_parser(
+        "watch",
+        help="watch an environment's open monitoring window here to its end (taking it over "
+        "once no other process watches it)",
+    )
+    watch.add_argument("environment")
+    watch.set_defaults(handler=cmd_watch)
+
+    status = sub.add_parser(
+        "status", help="rollbacks in progress and open monitoring windows (who watches them)"
+    )
+    status.add_argument("environment", nargs="?")
+    status.set_defaults(handler=cmd_status)
 
     undo = sub.add_parser("undo", help="swap the pre-rollback database back (swap strategy)")
     undo.add_argument("environment")

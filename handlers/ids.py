@@ -30,6 +30,7 @@ class BlockId(StrEnum):
     DATA_LOSS = "rollback.data_loss"
     UNDO = "rollback.undo"
     RECOVERY = "rollback.recovery"
+    MONITORING = "rollback.monitoring"
     FOOTER = "rollback.footer"
 
 

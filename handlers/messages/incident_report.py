@@ -11,6 +11,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from handlers.messages.monitoring import monitoring_line
 from handlers.messages.run_message import STATUS_LABELS, health_rows
 from handlers.messages.text import (
     MAX_FIELD_TEXT,
@@ -82,6 +83,8 @@ def incident_report(view: RunView) -> list[Block]:
     if rows:
         body = join_limited([r.replace("`", "'") for r in rows], MAX_SECTION_TEXT - 30)
         blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Health checks*\n```{body}```")))
+    if view.monitoring is not None:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=monitoring_line(view.monitoring))))
     if result.get("error"):
         blocks.append(
             SectionBlock(

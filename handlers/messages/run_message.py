@@ -24,6 +24,7 @@ from slack_sdk.models.blocks import (
 )
 
 from handlers.ids import ActionId, BlockId, button_value
+from handlers.messages.monitoring import monitoring_section
 from handlers.messages.text import (
     MAX_FIELD_TEXT,
     MAX_HEADER_TEXT,
@@ -505,6 +506,9 @@ def run_message(view: RunView, *, now: datetime) -> list[Block]:
     summary = _summary_section(view)
     if summary is not None:
         blocks.append(summary)
+    watching = monitoring_section(view.monitoring)
+    if watching is not None:
+        blocks.append(watching)
     blocks.extend(_recovery_blocks(view))
     blocks.extend(_checklist_blocks(view))
     if run.status is RunStatus.AWAITING_APPROVAL:
