@@ -19,6 +19,7 @@ from services.monitoring import (
     MonitorEvent,
     Watch,
     WindowStatus,
+    close_unwatched,
     lease_seconds,
     open_watch,
     open_windows,
@@ -143,7 +144,9 @@ def run_status_line(run: RunRecord) -> str:
 
 
 async def status_lines(services: Services, environment: str | None) -> list[str]:
-    """`rollback-bot status [ENV]`: the rollbacks in progress and the open windows."""
+    """`rollback-bot status [ENV]`: the rollbacks in progress and the open windows (those
+    past their end that nobody watched to it are closed first, saying so in their runs)."""
+    await close_unwatched(services)
     runs = [
         r
         for r in await services.store.active_runs()

@@ -315,11 +315,10 @@ async def run_watch(
     """Watch the window to its end in this process; returns its report line, or None if
     another process watches it. Cancelled (the process stops), it gives the window back at
     once for the next process to take over."""
-    store = _store(services)
-    lease = lease_seconds(watch.interval_seconds)
-    if not await store.claim(watch.run_id, owner=services.owner, lease_seconds=lease):
+    watcher = _Watcher(services, watch, listener)  # UnknownEnvironment before the claim
+    store = watcher.store
+    if not await store.claim(watch.run_id, owner=services.owner, lease_seconds=watcher.lease):
         return None
-    watcher = _Watcher(services, watch, listener)
     async with log_context.run_scope(watch.run_id, watch.environment):
         renewer = asyncio.create_task(watcher.renew(), name=f"watch-lease-{watch.run_id}")
         try:

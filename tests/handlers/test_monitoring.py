@@ -3,6 +3,7 @@ successful rollback, and what the channel, the thread and the contacts see."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from handlers.ids import ActionId
@@ -40,9 +41,13 @@ async def approved_and_done(bot: Bot, plan: Message) -> RunRecord:
 
 
 async def watching_until(bot: Bot, run: RunRecord) -> str:
-    window = await WatchStore(bot.stage.services.store.pool).get(run.id)
-    assert window is not None
-    return f"watching until {window.until:%H:%M} UTC"
+    """What the message says once the window is open (just after the run's report)."""
+    windows = WatchStore(bot.stage.services.store.pool)
+    while True:
+        window = await windows.get(run.id)
+        if window is not None:
+            return f"watching until {window.until:%H:%M} UTC"
+        await asyncio.sleep(0.05)
 
 
 async def test_the_bot_watches_after_the_rollback_and_reports_healthy_throughout(
@@ -70,6 +75,7 @@ async def test_the_bot_watches_after_the_rollback_and_reports_healthy_throughout
         assert kinds.count("monitor_started") == 1 and kinds.count("monitor_ended") == 1
         assert "monitor_check" in kinds and "monitor_degraded" not in kinds
         assert not any("DEGRADED" in m.text for m in ws.dms(CAROL.id))  # nobody was alarmed
+        await bot.tasks.aclose()  # before its health endpoint goes
 
 
 async def test_failing_health_while_watched_alerts_the_contacts_with_the_logs(
@@ -120,3 +126,30 @@ async def test_failing_health_while_watched_alerts_the_contacts_with_the_logs(
         events = await bot.stage.services.store.events(run.id)
         assert "log_excerpt" in [e.kind for e in events]
         assert SECRET not in json.dumps([e.detail for e in events])
+        await bot.tasks.aclose()  # before its health endpoint goes
+
+
+async def test_failing_health_in_the_rollback_puts_the_logs_after_the_failure(
+    make_bot: MakeBot, make_compose_project: MakeProject
+) -> None:
+    async with health_switch() as switch:
+        project, settings = await monitored_settings(make_compose_project, switch, minutes=10)
+        settings["health"] = settings["health"].model_copy(update={"deadline_seconds": 1.0})
+        bot = await make_bot(environment=settings)
+        ws = bot.workspace
+        switch.status = 500
+        plan = await bot.command(ALICE, bot.environment)
+        (run,) = await bot.runs()
+        await bot.wait_for_run(run.id, lambda r: r.slack_ts is not None)
+        await bot.slack.click(BOB.id, plan, ActionId.APPROVE)
+        done = await bot.wait_for_run(run.id, lambda r: r.finished_at is not None)
+        assert done.status is RunStatus.FAILED
+
+        await ws.wait_for(lambda: "Incident report" in thread_text(ws, plan), timeout=15)
+        replies = [shown(m) for m in ws.thread(INCIDENTS.id, plan.ts)]
+        failure = next(i for i, r in enumerate(replies) if "Health checks* failed" in r)
+        excerpt = next(i for i, r in enumerate(replies) if KNOWN_LINE in r)
+        assert failure < excerpt < len(replies) - 1  # then the report
+        assert project.container_names["web"] in replies[excerpt]
+        assert SECRET not in json.dumps([c.params for c in ws.calls])
+        assert "watching until" not in shown(plan)  # a failed rollback is not watched
