@@ -112,16 +112,18 @@ def _store(services: Services) -> WatchStore:
 
 async def open_watch(services: Services, *, run_id: str, watching: bool = True) -> Watch | None:
     """Open the monitoring window of a rollback that succeeded: from its end for its
-    environment's `monitor_minutes` (None: 0, not a rollback that succeeded, or over). Ends the
-    environment's earlier window, saying so. With `watching`, this process holds the lease
-    and should `run_watch` at once; without, any bot process may take it."""
+    environment's `monitor_minutes` (None: 0 minutes, not a rollback that succeeded, or the
+    window is over already). Ends the environment's earlier window, saying so. With
+    `watching`, this process holds the lease and should `run_watch` at once; without, any
+    bot process may take it."""
     run = await services.store.get(run_id)
     environment = services.environments.get(run.environment)
-    if run.status is not RunStatus.SUCCEEDED or run.kind not in WATCHED_KINDS:
-        return None
-    if environment is None:
-        return None
-    if not environment.monitor_minutes:
+    if (
+        run.status is not RunStatus.SUCCEEDED
+        or run.kind not in WATCHED_KINDS
+        or environment is None
+        or not environment.monitor_minutes
+    ):
         return None
     started = run.finished_at or datetime.now(UTC)
     until = started + timedelta(minutes=environment.monitor_minutes)
@@ -154,16 +156,16 @@ def _superseded(run: RunRecord) -> str:
 
 
 async def _end(
-    services: Services, watch: Watch, outcome: Outcome, reason: str = ""
+    services: Services, watch: Watch, outcome: Outcome | None = None, reason: str = ""
 ) -> tuple[bool, str]:
-    """Close the window with its line (True if this call closed it)."""
+    """Close the window with its line (True if this call closed it); no `outcome`: at its
+    end, healthy or degraded by what it saw."""
     events = await services.store.events(watch.run_id)
     state = monitoring_state(events) or MonitoringState(
         watch.started_at, watch.until, watch.interval_seconds
     )
     now = datetime.now(UTC)
-    if outcome is Outcome.HEALTHY:
-        outcome = outcome_of(state)
+    outcome = outcome or outcome_of(state)
     line = report_line(state, end=min(now, watch.until), outcome=outcome, reason=reason)
     closed = await _store(services).end(
         watch.run_id,
@@ -208,16 +210,21 @@ class _Watcher:
                 self.lost.set()
                 return
 
-    async def interruption(self) -> tuple[bool, str] | None:
-        """Ended elsewhere (its line), or ended now because a new run of the environment
-        is about to stop it; None: go on."""
+    async def interrupted(self) -> str | None:
+        """The window's line if it ended elsewhere, or ends now because a new run of the
+        environment is about to stop it (told); None: go on."""
         record = await self.store.get(self.watch.run_id)
+        line: str | None = None
         if record is None or record.ended_at is not None:
-            return False, (record.line or "") if record else ""
-        active = await self.services.store.active_run(self.watch.environment)
-        if active is not None and active.id != self.watch.run_id and active.status in _TAKING_OVER:
-            return await _end(self.services, self.watch, Outcome.SUPERSEDED, _superseded(active))
-        return None
+            line = (record.line if record else None) or "Monitoring ended."
+        else:
+            active = await self.services.store.active_run(self.watch.environment)
+            if active and active.id != self.watch.run_id and active.status in _TAKING_OVER:
+                reason = _superseded(active)
+                _, line = await _end(self.services, self.watch, Outcome.SUPERSEDED, reason)
+        if line is not None:
+            await self.tell(MonitorEvent(self.watch, MonitorKind.ENDED, line=line))
+        return line
 
     async def check(self) -> tuple[CheckResult, ...]:
         """One round of health checks, kept in the audit log; the failed ones."""
@@ -285,25 +292,26 @@ class _Watcher:
             if self.lost.is_set():
                 log.warning("another process took the watch of %s over", self.watch.run_id)
                 return None
-            stopped = await self.interruption()
+            stopped = await self.interrupted()
             if stopped is not None:
-                await self.tell(MonitorEvent(self.watch, MonitorKind.ENDED, line=stopped[1]))
-                return stopped[1]
+                return stopped
             if last:
                 break
             failed = await self.check()
             if failed and degraded_since is None:
                 # A rollback that started meanwhile stops the containers on purpose.
-                stopped = await self.interruption()
+                stopped = await self.interrupted()
                 if stopped is not None:
-                    await self.tell(MonitorEvent(self.watch, MonitorKind.ENDED, line=stopped[1]))
-                    return stopped[1]
+                    return stopped
                 degraded_since = datetime.now(UTC)
                 await self.degraded(failed)
             elif not failed and degraded_since is not None:
                 await self.recovered(degraded_since)
                 degraded_since = None
-        _, line = await _end(self.services, self.watch, Outcome.HEALTHY)
+        closed, line = await _end(self.services, self.watch)
+        if not closed:  # ended elsewhere meanwhile: its line is the one kept
+            record = await self.store.get(self.watch.run_id)
+            line = (record.line if record else None) or line
         log.info("%s", line)
         await self.tell(MonitorEvent(self.watch, MonitorKind.ENDED, line=line))
         return line

@@ -8,14 +8,17 @@ import asyncio
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.checklist import ChecklistItem, checklist_state
 from services.events import ignore
 from services.log_excerpts import recorded_excerpts
 from services.monitor_events import MonitorKind
-from services.monitoring import MonitorEvent, open_watch, run_watch
+from services.monitoring import MonitorEvent, open_watch, run_watch, watches_to_take_over
 from services.run_store import RunStatus
 from services.watch_store import WatchStore
 from services.workflow import plan_rollback, rollback_database
@@ -161,3 +164,32 @@ async def test_a_watch_whose_process_was_killed_is_taken_over_to_its_end(
     code, status, _ = await cli("--config", str(config), "status", env, env=store_env(pg))
     assert code == 0
     assert f"No monitoring window of {env} open." in status
+
+
+async def test_a_watch_stopped_at_shut_down_is_given_back_and_taken_over_at_once(
+    stage: Stage,
+) -> None:
+    watching = stage.with_environment(monitor_minutes=0.05, monitor_interval_seconds=0.3)
+    run_id = await roll_back(watching)
+    watch = await open_watch(watching.services, run_id=run_id)
+    assert watch is not None
+    first = asyncio.create_task(run_watch(watching.services, watch, listen_nowhere))
+    await checks_of(stage, run_id, 1)
+    first.cancel()  # the bot shuts down
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    window = await WatchStore(stage.services.store.pool).get(run_id)
+    assert window is not None and window.owner is None and window.ended_at is None
+
+    # The next process (another owner) finds it at once, not after a lease expires.
+    successor = replace(watching.services, owner="next-process")
+    (found,) = [w for w in await watches_to_take_over(successor) if w.run_id == run_id]
+    line = await run_watch(successor, found, listen_nowhere, resumed=True)
+
+    assert line is not None and line.startswith("Monitoring 3.0 s: healthy throughout")
+    kinds = [e.kind for e in await stage.services.store.events(run_id)]
+    assert kinds.count(MonitorKind.RESUMED) == 1 and kinds.count(MonitorKind.ENDED) == 1
+
+
+async def listen_nowhere(event: MonitorEvent) -> None:
+    pass
