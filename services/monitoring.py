@@ -102,10 +102,6 @@ def round_seconds(environment: Environment) -> float:
     )
 
 
-def _failed(result: CheckResult) -> FailedCheck:
-    return FailedCheck(result.name, result.detail)
-
-
 def _store(services: Services) -> WatchStore:
     return WatchStore(services.store.pool)
 
@@ -189,6 +185,12 @@ class _Watcher:
         self.lost = asyncio.Event()
         url = self.environment.database_url.get_secret_value()
         self.target = DatabaseTarget(url, services.tools, self.environment.timeouts)
+        # A probe's error goes to Slack and the audit log: never with a secret in it.
+        secrets = log_excerpts.environment_secrets(self.environment)
+        self.scrubber = services.scrubber.with_secrets(secrets)
+
+    def failed(self, result: CheckResult) -> FailedCheck:
+        return FailedCheck(result.name, self.scrubber.scrub_all(result.detail))
 
     async def tell(self, event: MonitorEvent) -> None:
         try:
@@ -238,7 +240,7 @@ class _Watcher:
         await self.services.store.append_event(
             self.watch.run_id,
             MonitorKind.CHECKED.value,
-            detail={"ok": report.ok, "failed": [_failed(r).as_detail() for r in report.failed]},
+            detail={"ok": report.ok, "failed": [self.failed(r).as_detail() for r in report.failed]},
         )
         return report.failed
 
@@ -247,7 +249,7 @@ class _Watcher:
         excerpts = await log_excerpts.capture_and_record(
             self.services, self.environment, failed, run_id=self.watch.run_id, during="monitoring"
         )
-        checks = tuple(_failed(r) for r in failed)
+        checks = tuple(self.failed(r) for r in failed)
         await self.services.store.append_event(
             self.watch.run_id,
             MonitorKind.DEGRADED.value,
