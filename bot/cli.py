@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bot import terminal
+from bot import terminal, watch_view
 from bot.environments_file import load_environments, store_problems
 from bot.logs import configure_logging, configured_secrets
 from bot.resources import open_services
@@ -148,7 +148,7 @@ async def cmd_rollback(args: argparse.Namespace) -> int:
             result = await rollback_database(
                 services, plan, requested_by=operator.id, listener=view
             )
-        return _finished(result)
+        return await _finished(services, args, result)
 
 
 def _rollback_kind(args: argparse.Namespace) -> tuple[RunKind, str | None]:
@@ -178,8 +178,10 @@ def _go_ahead(args: argparse.Namespace, environment: str) -> bool:
     return True
 
 
-def _finished(result: RollbackResult) -> int:
+async def _finished(services: Services, args: argparse.Namespace, result: RollbackResult) -> int:
     _out([*terminal.result_lines(result), *terminal.code_result_lines(result)])
+    if result.ok:  # the runbook's "After Rollback": watched for monitor_minutes
+        await watch_view.monitor_after_rollback(services, result.run_id, here=args.watch)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
@@ -194,7 +196,7 @@ async def _code_rollback(
         return EXIT_OK if args.dry_run else EXIT_NOT_CONFIRMED
     with terminal.StepView() as view:
         result = await rollback_code(services, plan, requested_by=operator.id, listener=view)
-    return _finished(result)
+    return await _finished(services, args, result)
 
 
 async def _full_rollback(
@@ -218,7 +220,7 @@ async def _full_rollback(
         return EXIT_OK if args.dry_run else EXIT_NOT_CONFIRMED
     with terminal.StepView() as view:
         result = await rollback_full(services, plan, requested_by=operator.id, listener=view)
-    return _finished(result)
+    return await _finished(services, args, result)
 
 
 async def _recover(services: Services) -> list[Recovery]:
@@ -304,6 +306,24 @@ async def cmd_undo(args: argparse.Namespace) -> int:
             )
         _out(terminal.result_lines(result))
         return EXIT_OK if result.ok else EXIT_FAILED
+
+
+async def cmd_watch(args: argparse.Namespace) -> int:
+    settings, environments = _load(args)
+    _environment(environments, args.environment)
+    async with open_services(settings, environments) as services:
+        if not await watch_view.watch_window(services, args.environment):
+            _out([f"No monitoring window of {args.environment} is open."])
+    return EXIT_OK
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    settings, environments = _load(args)
+    if args.environment is not None:
+        _environment(environments, args.environment)
+    async with open_services(settings, environments) as services:
+        _out(await watch_view.status_lines(services, args.environment))
+    return EXIT_OK
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
@@ -464,7 +484,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rollback.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     rollback.add_argument("--dry-run", action="store_true", help="print the plan only")
+    rollback.add_argument(
+        "--watch",
+        action="store_true",
+        help="after a success, watch health here for monitor_minutes (default: leave it to "
+        "a running serve)",
+    )
     rollback.set_defaults(handler=cmd_rollback)
+
+    watch = sub.add_parser(
+        "watch",
+        help="watch an environment's open monitoring window here to its end (taking it over "
+        "once no other process watches it)",
+    )
+    watch.add_argument("environment")
+    watch.set_defaults(handler=cmd_watch)
+
+    status = sub.add_parser(
+        "status", help="rollbacks in progress and open monitoring windows (who watches them)"
+    )
+    status.add_argument("environment", nargs="?")
+    status.set_defaults(handler=cmd_status)
 
     undo = sub.add_parser("undo", help="swap the pre-rollback database back (swap strategy)")
     undo.add_argument("environment")

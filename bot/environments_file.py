@@ -59,6 +59,11 @@ class EnvironmentEntry(BaseModel):
     contacts: Contacts = Contacts()
     git: GitEntry | None = None
     migrations_table: MigrationsTable | None = None
+    monitor_minutes: float = Field(default=10.0, ge=0)
+    monitor_interval_seconds: float = Field(default=30.0, gt=0)
+    # Names of variables (the process's, or the instance .env's) holding values the
+    # application may print: scrubbed from log excerpts and the bot's own log.
+    secrets_env: tuple[str, ...] = ()
 
 
 class GitEntry(GitTarget):
@@ -177,6 +182,27 @@ def _git_target(
     )
 
 
+def _monitoring_problems_and_secrets(
+    name: str, entry: EnvironmentEntry, env_file_values: Mapping[str, str], problems: list[str]
+) -> tuple[SecretStr, ...]:
+    """The window must hold at least one check; each named secret must be set."""
+    key = f"environments.{name}"
+    if entry.monitor_minutes and entry.monitor_interval_seconds > entry.monitor_minutes * 60:
+        problems.append(
+            f"{key}.monitor_interval_seconds: {entry.monitor_interval_seconds:g} is longer than "
+            f"the monitoring window (monitor_minutes = {entry.monitor_minutes:g}): no check "
+            "would run in it"
+        )
+    secrets = []
+    for variable in entry.secrets_env:
+        value = os.environ.get(variable) or env_file_values.get(variable)
+        if not value:
+            problems.append(f"{key}.secrets_env: variable {variable} is not set")
+        else:
+            secrets.append(SecretStr(value))
+    return tuple(secrets)
+
+
 def load_environments(path: Path) -> dict[str, Environment]:
     """Read and check the whole file; every problem is reported, one line each."""
     try:
@@ -228,7 +254,9 @@ def load_environments(path: Path) -> dict[str, Environment]:
         mode = mode_problem(entry.strategy, entry.cutover_mode)
         if mode:
             problems.append(f"environments.{name}.cutover_mode: {mode}")
-        url = _database_url(name, entry, _read_env_file(env_file), problems)
+        env_file_values = _read_env_file(env_file)
+        url = _database_url(name, entry, env_file_values, problems)
+        secrets = _monitoring_problems_and_secrets(name, entry, env_file_values, problems)
         if url is None or mode:
             continue
         environments[name] = Environment(
@@ -252,6 +280,9 @@ def load_environments(path: Path) -> dict[str, Environment]:
             contacts=entry.contacts,
             git=_git_target(name, entry.git, base, instances, problems) if entry.git else None,
             migrations_table=entry.migrations_table,
+            monitor_minutes=entry.monitor_minutes,
+            monitor_interval_seconds=entry.monitor_interval_seconds,
+            secrets=secrets,
         )
     for name, environment in environments.items():
         if not environment.backups_dir.is_dir():

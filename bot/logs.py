@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Literal, TextIO
@@ -19,18 +18,12 @@ from bot.settings import Settings
 from services import log_context
 from services.environments import Environment
 from services.pgtools import libpq_environment
+from services.scrub import Scrubber, escape_controls
 
 LogFormat = Literal["auto", "json", "text"]
 
-# C0 and C1 control characters and DEL: a user's newline must not start a fake log line.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 BOLT_LINE_LIMIT = 300
 _REFUSED = "Invalid request signature detected"
-
-
-def escape_controls(text: str) -> str:
-    """`text` on one line: control characters as Python escapes (\\n, \\x1b, …)."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class RunContextFilter(logging.Filter):
@@ -53,13 +46,7 @@ class OneLineFormatter(logging.Formatter):
 
     def __init__(self, fmt: str, secrets: Iterable[str] = ()) -> None:
         super().__init__(fmt)
-        # Longest first, so that a secret containing another is replaced whole.
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        self.scrub = Scrubber(secrets).scrub
 
     def format(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.getMessage())
@@ -164,7 +151,8 @@ def configure_logging(
 
 def configured_secrets(settings: Settings, environments: Mapping[str, Environment]) -> list[str]:
     """Every secret the bot is configured with: Slack's tokens and signing secret, the
-    passwords of its store and of each environment's database, and its git credentials."""
+    passwords of its store and of each environment's database, each environment's
+    `secrets_env` values, and its git credentials."""
     found = [
         s.get_secret_value()
         for s in (settings.slack_bot_token, settings.slack_signing_secret, settings.slack_app_token)
@@ -181,4 +169,5 @@ def configured_secrets(settings: Settings, environments: Mapping[str, Environmen
         for variable in (e.git.token_env, e.git.ssh_passphrase_env)
         if variable
     ]
+    found += [s.get_secret_value() for e in environments.values() for s in e.secrets]
     return [s for s in found if s]

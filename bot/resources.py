@@ -9,6 +9,7 @@ import aiodocker
 import aiohttp
 import asyncpg
 
+from bot.logs import configured_secrets
 from bot.settings import Settings
 from services.bundle import Services
 from services.containers import DockerRuntime
@@ -17,6 +18,7 @@ from services.errors import ConfigError, DatabaseError
 from services.git import deployed_commit_reader
 from services.pgtools import asyncpg_url, find_pg_tools, installed_tool_sets, mask_password
 from services.run_store import RunStore, migrate
+from services.scrub import Scrubber
 
 STORE_COMMAND_SECONDS = 60.0
 # Reaching the engine's socket; each call's own deadline is the runtime's (per environment).
@@ -72,4 +74,5 @@ async def open_services(
             store=RunStore(pool),
             tool_sets=installed_tool_sets(settings.pg_bin),
             deployed_commit=deployed_commit_reader(http),
+            scrubber=Scrubber(configured_secrets(settings, environments)),
         )

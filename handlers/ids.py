@@ -37,6 +37,7 @@ class BlockId(StrEnum):
     CODE_COMMITS = "rollback.code_commits"
     HALVES = "rollback.halves"
     FOLLOW_UPS = "rollback.follow_ups"
+    MONITORING = "rollback.monitoring"
     FOOTER = "rollback.footer"
 
 

@@ -32,6 +32,7 @@ from handlers.messages.undo_notes import (
     undo_started,
 )
 from handlers.tasks import BackgroundTasks
+from handlers.watches import Watches
 from services import approvals
 from services.approvals import (
     ActionGate,
@@ -45,7 +46,7 @@ from services.bundle import Services
 from services.checklist import tick_checklist
 from services.environments import Strategy
 from services.errors import NotPosted, PreparationFailed, RollbackError, RunOwned
-from services.events import EventKind, Listener, NoObserver, RunObserver, StepEvent
+from services.events import EventKind, Listener, NoObserver, RunObserver, Step, StepEvent
 from services.execution import database_plan, execute_approved
 from services.full_rollback import failed_half, retry_code_half, undo_database_half
 from services.notifications import Notice, Notifier, notify_contacts
@@ -86,6 +87,10 @@ class Rollbacks:
         self._sweeps = 0
         self._planning: dict[str, asyncio.Lock] = {}
         self._bot_user: str | None = None
+        # Watching each environment after its rollback (handlers/watches.py).
+        self.watches = Watches(
+            services=services, tasks=tasks, live=live, thread=self._thread, notify=self.notify
+        )
 
     async def request(
         self,
@@ -340,6 +345,14 @@ class Rollbacks:
             self.live.refresh(run_id)
             if event.kind is EventKind.FAILED:
                 self._post_in_thread(run_id, step_failure(event), step_failure_text(event))
+                if event.step is Step.HEALTH:  # then what the failing containers wrote last
+                    posts = self._thread_posts.setdefault(run_id, [])
+                    posts.append(
+                        self.tasks.spawn(
+                            self.watches.post_health_excerpts(run_id, after=list(posts)),
+                            name=f"excerpts-{run_id}",
+                        )
+                    )
 
         return show
 
@@ -393,6 +406,7 @@ class Rollbacks:
 
     async def _report(self, run_id: str) -> None:
         await self.observer.finished(run_id)
+        await self.watches.start(run_id)  # a success is watched for monitor_minutes
         await self.live.flush(run_id)
         await asyncio.gather(*self._thread_posts.pop(run_id, []), return_exceptions=True)
         view = await load_run_view(self.services, run_id)
@@ -447,6 +461,7 @@ class Rollbacks:
 
     async def sweep_once(self) -> None:
         await self.recover()
+        await self.watches.take_over()
         result = await approvals.sweep(self.services)
         for run in result.expired:
             self.live.refresh(run.id)

@@ -31,18 +31,28 @@ class BackgroundTasks:
         self._services.append((name, factory))
 
     def spawn(
-        self, coroutine: Coroutine[Any, Any, Any], *, name: str, critical: bool = False
+        self,
+        coroutine: Coroutine[Any, Any, Any],
+        *,
+        name: str,
+        critical: bool = False,
+        cancel_at_close: bool = False,
     ) -> asyncio.Task[Any]:
+        """`critical`: waited for at shut-down; `cancel_at_close`: cancelled at once there,
+        like a service (a watch that the next process resumes)."""
         task = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
         if critical:
             self._critical.add(task)
+        if cancel_at_close:
+            self._service_tasks.add(task)
         task.add_done_callback(self._done)
         return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         self._critical.discard(task)
+        self._service_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 

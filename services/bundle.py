@@ -13,6 +13,7 @@ from services.environments import Environment
 from services.errors import UnknownEnvironment
 from services.pgtools import PgTools
 from services.run_store import RunStore, process_identity
+from services.scrub import Scrubber
 
 # The commit deployed in an environment now (a full sha), None when it cannot be known:
 # recorded in each backup's provenance (services/provenance.py).
@@ -32,6 +33,8 @@ class Services:
     tool_sets: tuple[PgTools, ...] = ()
     # How the deployed commit is known (the git service's); None: recorded as unknown.
     deployed_commit: DeployedCommit | None = None
+    # The bot's configured secrets (tokens, passwords): kept out of what it shows.
+    scrubber: Scrubber = field(default_factory=Scrubber)
 
     @property
     def tool_candidates(self) -> tuple[PgTools, ...]:

@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from services.events import EventKind, Step
+from services.monitor_events import MonitorKind
 from services.run_store import EventRecord, RunStore
 
 
@@ -39,6 +40,8 @@ CHECKLIST_LABELS: dict[ChecklistItem, str] = {
     ChecklistItem.DOCUMENTATION: "Documentation updated",
 }
 
+# Monitoring: ticked by the bot when it starts watching (monitor_minutes > 0), by people
+# otherwise.
 PEOPLE_ITEMS = (
     ChecklistItem.ASSESSED,
     ChecklistItem.MONITORING,
@@ -59,6 +62,8 @@ def _bot_item(event: EventRecord) -> ChecklistItem | None:
     """The item an event of the bot's own work ticks, if any."""
     if event.kind == "requested":
         return ChecklistItem.PROCEDURE_SELECTED
+    if event.kind == MonitorKind.STARTED:  # the bot watches the environment (monitoring.py)
+        return ChecklistItem.MONITORING
     if event.kind == "notified" and event.detail.get("notice") == "requested":
         told = event.detail.get("users") or event.detail.get("usergroups")
         return ChecklistItem.TEAM_NOTIFIED if told else None

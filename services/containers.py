@@ -65,6 +65,10 @@ class Runtime(Protocol):
         """Thaw them; one not frozen (any more) is ok."""
         ...
 
+    async def logs(self, container: Container, lines: int) -> str:
+        """The last `lines` lines the container wrote (stdout and stderr, interleaved)."""
+        ...
+
 
 def _translate(error: BaseException) -> ContainerError:
     if isinstance(error, aiodocker.DockerError):
@@ -243,3 +247,15 @@ class DockerRuntime:
         if stopping is not None:
             await stopping  # the engine must have finished stopping it
         return await self._one(container, "start", 0)
+
+    async def logs(self, container: Container, lines: int) -> str:
+        try:
+            handle = self._docker.containers.container(container.id)
+            chunks = await self._bounded(
+                handle.log(stdout=True, stderr=True, tail=str(lines)),
+                self._seconds(container.project),
+                f"logs of {container.name}",
+            )
+        except _ENGINE_ERRORS as error:
+            raise _translate(error) from error
+        return "".join(chunks)  # undecodable bytes were dropped by aiodocker

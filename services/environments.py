@@ -47,6 +47,9 @@ class HttpCheck(BaseModel):
     url: str
     expected_status: int = Field(default=200, ge=100, le=599)
     timeout_seconds: float = Field(default=5.0, gt=0)
+    # The Compose service behind the endpoint: whose logs the thread gets when it fails
+    # (unset: every container of the project, up to the excerpt's limit).
+    service: str | None = None
 
 
 class HealthConfig(BaseModel):
@@ -269,6 +272,13 @@ class Environment(BaseModel):
     contacts: Contacts = Contacts()
     git: GitTarget | None = None
     migrations_table: MigrationsTable | None = None  # provenance: the schema version
+    # After a successful rollback the bot keeps checking health for this long (0: not at
+    # all), every monitor_interval_seconds (services/monitoring.py).
+    monitor_minutes: float = Field(default=10.0, ge=0)
+    monitor_interval_seconds: float = Field(default=30.0, gt=0)
+    # Values the application may print (API keys, …): never shown in a log excerpt, nor in
+    # the bot's log. The database password is always among them.
+    secrets: tuple[SecretStr, ...] = ()
 
     @model_validator(mode="after")
     def _mode_fits_strategy(self) -> Environment:

@@ -25,6 +25,8 @@ class Notice(StrEnum):
     EXPIRED = "expired"
     FINISHED = "finished"
     RECOVERED = "recovered"  # its process died; the environment was brought back
+    DEGRADED = "degraded"  # health failing while the environment is watched after it
+    HEALTHY_AGAIN = "healthy_again"  # and passing again
 
 
 class Notifier(Protocol):

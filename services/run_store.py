@@ -192,6 +192,11 @@ class RunStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """For the stores of what belongs to runs (services/watch_store.py), on one pool."""
+        return self._pool
+
     async def create_run(
         self,
         *,

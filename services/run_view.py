@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from services import monitor_events
 from services.approvals import escalates_at, expires_at
 from services.bundle import Services
 from services.checklist import (
@@ -22,6 +23,7 @@ from services.checklist import (
 )
 from services.environments import Environment
 from services.events import STEP_LABELS, EventKind, Step, expected_steps
+from services.monitor_events import MonitoringState
 from services.run_store import ApprovalRecord, EventRecord, RunRecord
 
 
@@ -101,6 +103,7 @@ class RunView:
     closed_by: str | None  # who rejected or cancelled
     # swap: per table, rows in the live database and in the backup (from the preparation)
     data_loss: tuple[TableRows, ...] = ()
+    monitoring: MonitoringState | None = None  # the watch after a success, if any
 
     @property
     def plan(self) -> dict[str, Any]:
@@ -150,6 +153,9 @@ _TIMELINE_WORDS = {
 
 
 def _timeline_entry(event: EventRecord) -> TimelineEntry | None:
+    monitored = monitor_events.timeline_text(event)
+    if monitored is not None:
+        return TimelineEntry(event.at, monitored)
     if event.kind in _TIMELINE_WORDS:
         what = _TIMELINE_WORDS[event.kind]
         if event.kind == "plan_changed":
@@ -226,4 +232,5 @@ async def load_run_view(services: Services, run_id: str) -> RunView:
         escalates_at=escalates_at(run, environment.approval),
         closed_by=closed_by,
         data_loss=_data_loss(events),
+        monitoring=monitor_events.monitoring_state(events),
     )

@@ -12,7 +12,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from services import approved_copy, cutover_modes, database, log_context, provenance, swap
+from services import (
+    approved_copy,
+    cutover_modes,
+    database,
+    log_context,
+    log_excerpts,
+    provenance,
+    swap,
+)
 from services import backups as catalogue
 from services.approved_copy import ApprovedCopy
 from services.backups import ArchiveContents, Backup
@@ -375,6 +383,10 @@ async def health_step(
         passed = len(report.results) - len(report.failed)
         record.message = f"{passed}/{len(report.results)} passed"
         if not report.ok:
+            # What the failing containers printed, for the thread (never raises).
+            await log_excerpts.capture_and_record(
+                services, environment, report.failed, run_id=recorder.run_id, during="health"
+            )
             raise RollbackError(
                 "Health checks failed: " + "; ".join(f"{r.name}: {r.detail}" for r in report.failed)
             )

@@ -12,6 +12,7 @@ from slack_sdk.models.blocks import (
 )
 
 from handlers.messages.code_plan import code_outcome
+from handlers.messages.monitoring import monitoring_line
 from handlers.messages.run_message import STATUS_LABELS, health_rows
 from handlers.messages.text import (
     MAX_FIELD_TEXT,
@@ -89,6 +90,8 @@ def incident_report(view: RunView) -> list[Block]:
     if rows:
         body = join_limited([r.replace("`", "'") for r in rows], MAX_SECTION_TEXT - 30)
         blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Health checks*\n```{body}```")))
+    if view.monitoring is not None:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=monitoring_line(view.monitoring))))
     if result.get("error"):
         blocks.append(
             SectionBlock(

@@ -31,6 +31,7 @@ from handlers.messages.code_plan import (
     halves_section,
     kind_title,
 )
+from handlers.messages.monitoring import monitoring_section
 from handlers.messages.text import (
     MAX_FIELD_TEXT,
     MAX_HEADER_TEXT,
@@ -535,6 +536,9 @@ def run_message(view: RunView, *, now: datetime) -> list[Block]:
     halves = halves_section(view)
     if halves is not None:
         blocks.append(halves)
+    watching = monitoring_section(view.monitoring)
+    if watching is not None:
+        blocks.append(watching)
     blocks.extend(_recovery_blocks(view))
     blocks.extend(_checklist_blocks(view))
     if run.status is RunStatus.AWAITING_APPROVAL:

@@ -56,7 +56,9 @@ def write_config(
     *,
     more: str = "",
     cutover_mode: str | None = None,
+    keys: str = "",
 ) -> Path:
+    """`keys`: more keys of the environment's own table; `more`: more tables."""
     env = stage.environment
     http = "\n".join(
         f'[[environments.{env.name}.health.http]]\nname = "{c.name}"\nurl = "{c.url}"\n'
@@ -73,6 +75,7 @@ backups_dir = "{env.backups_dir}"
 stop_timeout_seconds = 5
 strategy = "{strategy}"
 {mode}
+{keys}
 
 [environments.{env.name}.health]
 deadline_seconds = 20

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from bot.environments_file import load_environments
+from bot.logs import configured_secrets
+from bot.settings import Settings
 from services.environments import CutoverMode, Timeouts
 from services.errors import ConfigError
 
@@ -191,4 +193,60 @@ backups_dir = "backups"
         "place, a running application would write while the safety backup is taken and the "
         "database is emptied and restored, and those writes would be lost; use pause (frozen "
         "during the restore) or stop"
+    ]
+
+
+def test_monitoring_and_secrets_are_read_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9: how long and how often the bot watches after a rollback; the values the
+    application may print that no log excerpt shows."""
+    (tmp_path / "backups").mkdir()
+    (tmp_path / "app.env").write_text("STRIPE_KEY=sk_live_from_env_file\n")
+    monkeypatch.setenv("RB_TEST_API_KEY", "api-key-from-process")
+    config = tmp_path / "rollback.toml"
+    config.write_text(
+        """
+[environments.production]
+database_url = "postgresql://app@db/app"
+backups_dir = "backups"
+env_file = "app.env"
+monitor_minutes = 15
+monitor_interval_seconds = 20
+secrets_env = ["RB_TEST_API_KEY", "STRIPE_KEY"]
+
+[[environments.production.health.http]]
+name = "web"
+url = "http://127.0.0.1:8080/health"
+service = "web"
+
+[environments.staging]
+database_url = "postgresql://app@db/staging"
+backups_dir = "backups"
+monitor_minutes = 0
+"""
+    )
+    environments = load_environments(config)
+    production, staging = environments["production"], environments["staging"]
+    assert (production.monitor_minutes, production.monitor_interval_seconds) == (15, 20)
+    assert [s.get_secret_value() for s in production.secrets] == [
+        "api-key-from-process",
+        "sk_live_from_env_file",
+    ]
+    assert "api-key-from-process" not in repr(production)
+    assert "sk_live_from_env_file" in configured_secrets(Settings(), environments)  # bot's log
+    assert production.health.http[0].service == "web"
+    assert (staging.monitor_minutes, staging.monitor_interval_seconds) == (0, 30)
+
+    config.write_text(
+        config.read_text()
+        .replace("monitor_interval_seconds = 20", "monitor_interval_seconds = 901")
+        .replace('"STRIPE_KEY"]', '"RB_TEST_UNSET"]')
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_environments(config)
+    assert caught.value.problems == [
+        f"{config}: environments.production.monitor_interval_seconds: 901 is longer than the "
+        "monitoring window (monitor_minutes = 15): no check would run in it",
+        f"{config}: environments.production.secrets_env: variable RB_TEST_UNSET is not set",
     ]

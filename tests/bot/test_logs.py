@@ -16,11 +16,12 @@ import pytest
 from pydantic import SecretStr
 
 from bot.app import create_app
-from bot.logs import configure_logging, configured_secrets, escape_controls
+from bot.logs import configure_logging, configured_secrets
 from bot.settings import Settings
 from handlers.tasks import BackgroundTasks
 from services import log_context
 from services.environments import Environment, GitTarget
+from services.scrub import escape_controls
 from tests.conftest import bot_log
 from tests.handlers.conftest import BOT_TOKEN, SIGNING_SECRET
 from tests.services.conftest import Stage

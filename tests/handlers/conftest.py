@@ -123,10 +123,13 @@ async def make_bot(stage: Stage) -> AsyncIterator[MakeBot]:
         database_url: str | None = None,
         runtime: Runtime | None = None,
         git: GitTarget | None = None,
+        environment: dict[str, Any] | None = None,
     ) -> Bot:
         staged = stage.with_environment(
             approval=policy, contacts=contacts, strategy=strategy, git=git
         )
+        if environment is not None:  # more of the environment's settings
+            staged = staged.with_environment(**environment)
         if database_url is not None:
             staged = staged.with_environment(database_url=SecretStr(database_url))
         if runtime is not None:

@@ -90,4 +90,5 @@ async def test_command_to_approved_rollback_with_live_updates_and_report(
     kinds = [e.kind for e in await stage.services.store.events(run.id)]
     assert kinds[0] == "requested" and "approved" in kinds and "approval_granted" in kinds
     # (journal events record what each step changed, for recovery)
-    assert [k for k in kinds if k != "journal"][-2:] == ["finished", "notified"]
+    # (then the bot watches the environment for monitor_minutes: issue 9)
+    assert [k for k in kinds if k != "journal"][-3:] == ["finished", "monitor_started", "notified"]

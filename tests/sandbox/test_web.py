@@ -106,9 +106,11 @@ async def test_type_switch_approve_confirm_and_watch_the_steps_in_a_browser(
     for label in (*steps, "Health checks"):
         assert f"✓ {label}" in shown, shown
     assert "⏳" not in shown and "HTTP 200" in shown  # the health table
-    # bob ticks a checklist item: the bot records who did and the message says so.
-    await plan.get_by_label("Monitoring active").check()
-    await plan.get_by_text("☑ Monitoring active — @bob").wait_for()
+    # bob ticks a checklist item: the bot records who did and the message says so (the bot
+    # ticked "Monitoring active" itself: it watches the environment now, issue 9).
+    await plan.get_by_text("☑ Monitoring active — the bot").wait_for()
+    await plan.get_by_label("Root cause investigation started").check()
+    await plan.get_by_text("☑ Root cause investigation started — @bob").wait_for()
     # The channel with the finished run, as a test artefact.
     shot = tmp_path / "demo-web.png"
     await page.screenshot(path=str(shot))  # the artefact (docs/demo-web.png is one, kept)
