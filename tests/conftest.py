@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import aiodocker
 import aiohttp
@@ -286,6 +286,23 @@ async def wait_for_state(
         if all(s == state for s in states.values()) or loop.time() > deadline:
             return states
         await asyncio.sleep(0.2)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist each worker hands its hostile-input tally to the controller."""
+    from tests.hostile import TALLY
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["hostile_tally"] = dict(TALLY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """Add up the workers' tallies on the controller."""
+    from tests.hostile import TALLY
+
+    TALLY.update(getattr(node, "workeroutput", {}).get("hostile_tally", {}))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
