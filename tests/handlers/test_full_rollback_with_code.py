@@ -54,7 +54,8 @@ async def approve_and_finish(bot: Bot, plan_message_text: str) -> tuple[str, Run
 async def test_full_rollback_brings_data_and_code_back_to_the_backup(
     make_bot: MakeBot, upstream: Upstream, tmp_path: Path
 ) -> None:
-    bot = await make_bot(git=upstream.target(tmp_path / "bot-clone"))
+    watch = {"monitor_minutes": 0.04, "monitor_interval_seconds": 0.5}
+    bot = await make_bot(git=upstream.target(tmp_path / "bot-clone"), environment=watch)
     stage = bot.stage
     at_backup, release = await history_since_backup(upstream, stage.backup)
     data_at_backup = await database_snapshot(stage.dsn)
@@ -82,6 +83,15 @@ async def test_full_rollback_brings_data_and_code_back_to_the_backup(
         < shown.index("Revert the commits")
         < (shown.index("✓ Health checks"))
     )
+
+    # The runbook's "After Rollback": one run, one watch, healthy to its end.
+    def thread() -> str:
+        messages = bot.workspace.thread(INCIDENTS.id, plan.ts)
+        return "\n".join(line for m in messages for line in render_message(m))
+
+    await bot.workspace.wait_for(lambda: "Monitoring 2.4 s: healthy throughout" in thread(), 15)
+    assert "☑ Monitoring active — the bot" in "\n".join(render_message(plan))
+    await bot.tasks.aclose()
 
 
 @dataclass
