@@ -35,7 +35,7 @@ from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.bundle import Services
 from services.database import DatabaseTarget, dump_database
 from services.environments import Environment, HealthConfig, HttpCheck, Strategy, Timeouts
-from services.errors import ContainerError
+from services.errors import ContainerError, NoContainers
 from services.events import EventKind, Step, StepEvent
 from services.pgtools import PgTools, mask_password
 from services.run_store import RunStatus, RunStore
@@ -265,3 +265,20 @@ async def test_a_stack_with_a_global_service_is_refused_at_plan_time(
 
     assert stack.full_name("agent") in str(caught.value)
     assert await counts(docker, stack) == {"web": (1, 1), "worker": (2, 2)}
+
+
+async def test_a_stack_without_services_is_named_in_the_refusal(
+    swarm_stage: tuple[Stage, Stack], docker: aiodocker.Docker
+) -> None:
+    stage, _ = swarm_stage
+    stage = stage.with_environment(stack="rbswarm-nothing-here")
+    environments = {stage.environment.name: stage.environment}
+    services = replace(stage.services, runtime=route_environments(environments, {None: docker}))
+
+    with pytest.raises(NoContainers) as caught:
+        await plan_rollback(services, stage.environment.name, None)
+
+    assert str(caught.value) == (
+        "No containers found for Swarm stack 'rbswarm-nothing-here' "
+        "(label com.docker.stack.namespace)."
+    )
