@@ -98,6 +98,7 @@ def test_every_mistake_about_the_engine_is_one_line_naming_its_key(
         f'docker_tls_ca = "{docker_certificates.ca}"',
         'unixtls\ndocker_endpoint = "unix:///run/docker.sock"\ndocker_tls = true',
         f'orphan\ndocker_tls_ca = "{docker_certificates.ca}"',
+        'frozen\nstack = "shop"\ncutover_mode = "pause"',
     )
 
     found = problems(path)
@@ -131,6 +132,8 @@ def test_every_mistake_about_the_engine_is_one_line_naming_its_key(
         "environments.contradiction: docker_tls = false, yet docker_tls_ca given",
         "environments.unixtls: docker_tls: only with a tcp:// docker_endpoint",
         "environments.orphan: docker_tls_ca: only with a tcp:// docker_endpoint",
+        "environments.frozen.cutover_mode: pause freezes containers through their own engine, "
+        "and a Swarm stack's tasks run on the swarm's nodes: use keep (with swap) or stop",
     ]
 
 
