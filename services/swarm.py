@@ -15,6 +15,7 @@ database during the restore, and a service cannot change mode).
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -53,6 +54,13 @@ def _replicas(service: Mapping[str, Any]) -> int:
             "spec; make it replicated or move it out of the stack"
         )
     return int(mode["Replicated"].get("Replicas", 1))
+
+
+def _stop_grace(service: Mapping[str, Any]) -> float:
+    """Seconds the engine gives a task between SIGTERM and SIGKILL."""
+    spec = service["Spec"]["TaskTemplate"].get("ContainerSpec") or {}
+    grace = spec.get("StopGracePeriod")
+    return grace / 1e9 if grace is not None else DOCKER_DEFAULT_GRACE
 
 
 def _running(tasks: Sequence[Task]) -> int:
@@ -167,10 +175,13 @@ class SwarmRuntime(EngineRuntime):
             replicas=replicas,
         )
 
-    async def _scale(self, container: Container, replicas: int, expect: int | None) -> int:
-        """Set the service's replica count; returns the count it had. `expect`: the count the
-        caller recorded, refused if the service has another one now (the journal must be
-        exact). The update carries the version read: a change in between is read again."""
+    async def _scale(
+        self, container: Container, replicas: int, expect: int | None
+    ) -> Mapping[str, Any]:
+        """Set the service's replica count; returns the service as it was. `expect`: the
+        count the caller recorded, refused if the service has another one now (the journal
+        must be exact). The update carries the version read: a change in between is read
+        again."""
         seconds = self._seconds(container.project)
         for attempt in range(_UPDATE_ATTEMPTS):
             service = await bounded(
@@ -182,8 +193,8 @@ class SwarmRuntime(EngineRuntime):
                     f"it has {had} replicas now, not the {expect} recorded; left as it is"
                 )
             if had == replicas:
-                return had
-            spec = service["Spec"]
+                return service
+            spec = copy.deepcopy(service["Spec"])
             spec["Mode"]["Replicated"]["Replicas"] = replicas
             try:
                 # aiodocker's services.update changes only the image: the raw endpoint.
@@ -201,20 +212,8 @@ class SwarmRuntime(EngineRuntime):
                 if "out of sequence" in str(error.message) and attempt + 1 < _UPDATE_ATTEMPTS:
                     continue
                 raise
-            return had
+            return service
         raise AssertionError("unreachable")
-
-    async def _grace(self, container: Container, timeout: float) -> float:
-        service = await bounded(
-            self._docker.services.inspect(container.id),
-            self._seconds(container.project),
-            f"inspect {container.name}",
-        )
-        spec_grace = (service["Spec"]["TaskTemplate"].get("ContainerSpec") or {}).get(
-            "StopGracePeriod"
-        )
-        grace = spec_grace / 1e9 if spec_grace is not None else DOCKER_DEFAULT_GRACE
-        return max(timeout, grace)
 
     async def _wait(self, waits: Sequence[_Wait]) -> dict[str, str]:
         """Poll the tasks of these services until each one's condition holds or its deadline
@@ -252,12 +251,12 @@ class SwarmRuntime(EngineRuntime):
 
         async def scale_down(container: Container) -> _Wait | None:
             try:
-                grace = await self._grace(container, timeout)
-                had = await self._scale(container, 0, expect=container.replicas)
+                service = await self._scale(container, 0, expect=container.replicas)
             except (RollbackError, *ENGINE_ERRORS) as error:
                 outcomes[container.id] = self._failed(container, began, error)
                 return None
-            scaled[container.id] = replace(container, replicas=had)
+            scaled[container.id] = replace(container, replicas=_replicas(service))
+            grace = max(timeout, _stop_grace(service))
             deadline = time.monotonic() + grace + self._seconds(container.project)
             return _Wait(scaled[container.id], lambda tasks: _active(tasks) == 0, deadline)
 
