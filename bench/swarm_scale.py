@@ -2,7 +2,8 @@
 
 1. `SwarmRuntime.stop` and `.start` of a stack of 20 services against a stack of 1 (one
    replica each, busybox FROM scratch with an init as PID 1): stop returns when no task
-   runs any more, start when every task runs again (converged).
+   runs any more, start when every task runs again (converged); beside it, the floor:
+   `docker service scale -d` of the same 20 from the command line, waited for the same way.
 2. Approval → health checks passing for an environment on a Swarm stack (web 1 replica,
    worker 2), through the sandbox Slack workspace, both strategies; the same environment
    on a Compose project beside it. The approver clicks once the plan is shown and, with
@@ -27,7 +28,13 @@ from pydantic import SecretStr
 from bench.request_to_healthy import SRE, time_to_healthy
 from bench.sandbox_bot import bench_stage
 from sandbox.demo_environment import ServiceSpec, build_demo_image
-from sandbox.swarm_stack import Stack, StackService, create_stack, remove_stack, swarm_mode
+from sandbox.swarm_stack import (
+    Stack,
+    StackService,
+    create_stack,
+    remove_stack,
+    swarm_mode,
+)
 from services.bundle import Services
 from services.environments import (
     ApprovalPolicy,
@@ -38,7 +45,7 @@ from services.environments import (
 )
 from services.pgtools import mask_password
 from services.runtimes import route_environments
-from services.swarm import SwarmRuntime
+from services.swarm import POLL_SECONDS, SwarmRuntime
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 ROWS = int(os.environ.get("BENCH_ROWS", "200000"))
@@ -58,19 +65,38 @@ async def scale_once(runtime: SwarmRuntime, stack: str) -> tuple[float, float]:
     return stop, start
 
 
+async def cli_scale_once(runtime: SwarmRuntime, stack: Stack) -> tuple[float, float]:
+    """`docker service scale` to 0 and back, each waited for as the runtime waits (no task
+    left running; every task running)."""
+    names = [stack.full_name(s) for s in stack.service_ids]
+    times = []
+    for replicas, state in ((0, "scaled to 0"), (1, "running")):
+        began = time.perf_counter()
+        scale = [f"{name}={replicas}" for name in names]
+        process = await asyncio.create_subprocess_exec(
+            "docker", "service", "scale", "-d", *scale, stdout=asyncio.subprocess.DEVNULL
+        )
+        assert await process.wait() == 0
+        while any(s.state != state for s in await runtime.containers(stack.name)):  # noqa: ASYNC110
+            await asyncio.sleep(POLL_SECONDS)
+        times.append(time.perf_counter() - began)
+    return times[0], times[1]
+
+
 async def stop_and_start(docker: aiodocker.Docker, image: str) -> None:
     runtime = SwarmRuntime(docker)
-    stacks: dict[int, str] = {}
+    stacks: dict[int, Stack] = {}
     try:
         for n in (1, 20):
-            stacks[n] = f"rbbench-{uuid.uuid4().hex[:8]}"
             workers = [StackService(f"w{i}", 1) for i in range(n)]
-            await create_stack(docker, stacks[n], workers, image, converge_seconds=120)
-        await scale_once(runtime, stacks[1])  # warm-up
+            stacks[n] = await create_stack(
+                docker, f"rbbench-{uuid.uuid4().hex[:8]}", workers, image, converge_seconds=120
+            )
+        await scale_once(runtime, stacks[1].name)  # warm-up
         times: dict[int, list[tuple[float, float]]] = {1: [], 20: []}
         for _ in range(ROUNDS):
             for n in (1, 20):
-                times[n].append(await scale_once(runtime, stacks[n]))
+                times[n].append(await scale_once(runtime, stacks[n].name))
         median = {
             (n, what): statistics.median(t[i] for t in times[n])
             for n in (1, 20)
@@ -84,9 +110,18 @@ async def stop_and_start(docker: aiodocker.Docker, image: str) -> None:
                 f"(ratio {twenty / one:.2f}; 20: {runs})",
                 flush=True,
             )
+        floor = [await cli_scale_once(runtime, stacks[20]) for _ in range(3)]
+        print(
+            "docker service scale of 20 (CLI): stop "
+            + ", ".join(f"{f[0]:.2f}" for f in floor)
+            + " s; start "
+            + ", ".join(f"{f[1]:.2f}" for f in floor)
+            + " s",
+            flush=True,
+        )
     finally:
-        for name in stacks.values():
-            await remove_stack(docker, name)
+        for stack in stacks.values():
+            await remove_stack(docker, stack.name)
 
 
 def environment(
