@@ -282,3 +282,29 @@ async def test_a_stack_without_services_is_named_in_the_refusal(
         "No containers found for Swarm stack 'rbswarm-nothing-here' "
         "(label com.docker.stack.namespace)."
     )
+
+
+async def test_a_service_s_logs_are_read_through_the_router(
+    make_stack: MakeStack, docker: aiodocker.Docker
+) -> None:
+    """What the health step's log excerpt reads for a stack: the service's tasks' lines."""
+    talker = (
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo hello from the task; exec /bin/busybox sleep 2147483647",
+    )
+    stack = await make_stack([StackService("talker", 1, command=talker)])
+    environment = Environment(
+        name="talks",
+        stack=stack.name,
+        database_url=SecretStr("postgresql://nobody@127.0.0.1/none"),
+        database_display="postgresql://nobody@127.0.0.1/none",
+        backups_dir=Path("/nonexistent"),
+    )
+    runtime = route_environments({"talks": environment}, {None: docker})
+    (service,) = await runtime.containers(environment.workload)
+
+    text = await runtime.logs(service, 10)
+
+    assert "hello from the task" in text
