@@ -3,7 +3,8 @@
 `swarm_mode` makes the engine a one-node Swarm for a while and leaves it afterwards,
 whatever happens, but only a swarm it made: an engine already in a swarm is left in it. A
 swarm made here carries a node label, so one left behind by a run that was killed is
-recognised, reused and left by the next one.
+recognised, reused and left by the next one. Several processes may use it at once (pytest
+workers, a benchmark): each registers under a file lock, and the last one out leaves.
 
 A stack is what `docker stack deploy` makes: services named STACK_SERVICE and labelled
 `com.docker.stack.namespace=STACK`. Services run the image by its ID, so the engine never
@@ -14,10 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import socket
+import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiodocker
@@ -28,6 +34,9 @@ from sandbox.demo_environment import WEB_PORT, DemoEnvironmentError
 STACK_LABEL = "com.docker.stack.namespace"
 OWNED_LABEL = "rollback-sandbox.swarm"  # on the node: this swarm was made by swarm_mode
 LEAVE_SECONDS = 60.0
+LOCK_SECONDS = 120.0
+# Who uses a swarm made here: one file per user, `user-PID-…`, beside a lock.
+USERS = Path(tempfile.gettempdir()) / "rollback-sandbox-swarm"
 
 
 async def _swarm_state(docker: aiodocker.Docker) -> tuple[str, bool]:
@@ -55,28 +64,77 @@ async def _mark_owned(docker: aiodocker.Docker) -> None:
 
 
 @contextlib.asynccontextmanager
+async def _registry() -> AsyncIterator[Path]:
+    """The folder of the processes using a swarm made here, held under an exclusive lock."""
+    USERS.mkdir(parents=True, exist_ok=True)
+    with (USERS / ".lock").open("a") as lock:
+        deadline = time.monotonic() + LOCK_SECONDS
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DemoEnvironmentError(
+                        f"{USERS}/.lock held for {LOCK_SECONDS:g} s"
+                    ) from None
+                await asyncio.sleep(0.05)
+        try:
+            yield USERS
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _alive(entry: Path) -> bool:
+    """A registration whose process still runs (one killed left its file behind)."""
+    try:
+        os.kill(int(entry.name.split("-")[1]), 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.asynccontextmanager
 async def swarm_mode(docker: aiodocker.Docker) -> AsyncIterator[bool]:
-    """The engine as a Swarm manager meanwhile; yields whether this made the swarm."""
-    state, manager = await _swarm_state(docker)
-    made = False
-    if state == "active":
-        made = await _owned(docker)  # left behind by a run that was killed: ours to leave
-        if not manager:
-            raise DemoEnvironmentError("the engine is a Swarm worker; a manager is needed")
-    else:
-        await docker.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
-        made = True
-        await _mark_owned(docker)
+    """The engine as a Swarm manager meanwhile; yields whether the swarm is one made here
+    (then the last process using it leaves it)."""
+    me = USERS / f"user-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    async with _registry():
+        state, manager = await _swarm_state(docker)
+        if state == "active":
+            made = await _owned(docker)  # made here: by another process, or left by a killed one
+            if not manager:
+                raise DemoEnvironmentError("the engine is a Swarm worker; a manager is needed")
+        else:
+            await docker.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+            made = True
+            await _mark_owned(docker)
+        if made:
+            await asyncio.to_thread(me.touch)
     try:
         yield made
     finally:
         if made:
-            await asyncio.shield(_leave(docker))
+            await asyncio.shield(_leave_if_last(docker, me))
 
 
-async def _leave(docker: aiodocker.Docker) -> None:
-    async with asyncio.timeout(LEAVE_SECONDS):
-        await docker.swarm.leave(force=True)
+def _last_out(users: Path, me: Path) -> bool:
+    """Unregister; True if no live process is registered any more (dead ones are removed)."""
+    me.unlink(missing_ok=True)
+    for entry in users.glob("user-*"):
+        if _alive(entry):
+            return False
+        entry.unlink(missing_ok=True)
+    return True
+
+
+async def _leave_if_last(docker: aiodocker.Docker, me: Path) -> None:
+    async with _registry() as users:
+        if await asyncio.to_thread(_last_out, users, me):
+            async with asyncio.timeout(LEAVE_SECONDS):
+                await docker.swarm.leave(force=True)
 
 
 @dataclass(frozen=True)
