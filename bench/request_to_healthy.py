@@ -57,6 +57,16 @@ async def one(
     services = Services(
         {"production": environment}, base.runtime, base.http, base.tools, base.store
     )
+    return await time_to_healthy(services, wait=WAIT)
+
+
+async def time_to_healthy(
+    services: Services, *, wait: float, prepared_first: bool = False
+) -> tuple[float, float]:
+    """`/rollback` of `production` → health checks passing, and the click → the same; the
+    approver clicks `wait` s after the plan appears (and, with `prepared_first`, not
+    before the swap's staging database is ready)."""
+    store = services.store
     async with running_bot(
         services, users=[ALICE, BOB], channels=[INCIDENTS], usergroups=[SRE]
     ) as bot:
@@ -64,13 +74,16 @@ async def one(
         began = time.time()
         await bot.slack.send_command(ALICE.id, INCIDENTS.id, "/rollback", "production")
         plan = await ws.wait_for(lambda: ws.latest_message(INCIDENTS.id), timeout=30)
-        await asyncio.sleep(WAIT)  # the approver reads the plan
+        await asyncio.sleep(wait)  # the approver reads the plan
+        run = (await store.recent_runs("production", 1))[0]
+        if prepared_first and run.strategy == Strategy.SWAP.value:
+            while (await store.get(run.id)).journal.get("prepare") not in ("done", "failed"):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
         await bot.slack.click(BOB.id, plan, ActionId.APPROVE)
         clicked = time.time()
-        run = (await base.store.recent_runs("production", 1))[0]
         healthy = None
         for _ in range(36000):  # the health checks passing is the moment that counts
-            events = await base.store.events(run.id)
+            events = await store.events(run.id)
             healthy = next(
                 (
                     e.at.timestamp()
@@ -83,7 +96,7 @@ async def one(
                 break
             await asyncio.sleep(0.05)
         assert healthy is not None, "the health checks never passed"
-        while (await base.store.get(run.id)).finished_at is None:  # noqa: ASYNC110
+        while (await store.get(run.id)).finished_at is None:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     return healthy - began, healthy - clicked
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bot import terminal, watch_view
+from bot.docker_endpoints import describe_engine
 from bot.environments_file import load_environments, store_problems
 from bot.logs import configure_logging, configured_secrets
 from bot.resources import open_services
@@ -396,8 +397,13 @@ async def cmd_check_config(args: argparse.Namespace) -> int:
             if not found
             else "no backup to take by default (only the bot's own dumps, links or future dates)"
         )
+        workload = (
+            f"stack {environment.stack}"
+            if environment.stack is not None
+            else f"project {environment.compose_project}"
+        )
         lines.append(
-            f"  {environment.name}: project {environment.compose_project}, "
+            f"  {environment.name}: {workload}{describe_engine(environment)}, "
             f"database {environment.database_display}, {len(found)} backup(s), {newest}"
         )
         if environment.git is not None:

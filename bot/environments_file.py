@@ -8,6 +8,7 @@ same folders.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,8 +17,10 @@ from urllib.parse import quote, urlsplit
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from bot.docker_endpoints import check_endpoint
 from services import names
 from services.environments import (
+    STACK_PAUSE,
     ApprovalPolicy,
     Contacts,
     CutoverMode,
@@ -39,7 +42,14 @@ class EnvironmentEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Exactly one of the two; neither: the Compose project named like the environment.
     compose_project: str | None = None
+    stack: str | None = None  # a Swarm stack: its services' com.docker.stack.namespace
+    docker_endpoint: str | None = None  # unix:///path or tcp://host:port; default: local
+    docker_tls_ca: Path | None = None
+    docker_tls_cert: Path | None = None
+    docker_tls_key: Path | None = None
+    docker_tls: bool | None = None  # tcp:// without TLS only when this says false
     database_url: str | None = None
     database_password_env: str | None = None
     database_url_env: str | None = None
@@ -203,6 +213,40 @@ def _monitoring_problems_and_secrets(
     return tuple(secrets)
 
 
+# Docker Compose's project names; stack names as `docker stack deploy` takes them.
+_COMPOSE_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def _workload(name: str, entry: EnvironmentEntry, problems: list[str]) -> str | None:
+    """The Compose project or the stack: exactly one, and a name Docker would accept."""
+    key = f"environments.{name}"
+    if entry.compose_project is not None and entry.stack is not None:
+        problems.append(
+            f"{key}: names both compose_project and stack; an environment is one or the other"
+        )
+        return None
+    if entry.stack is not None:
+        if entry.cutover_mode is CutoverMode.PAUSE:
+            problems.append(f"{key}.cutover_mode: {STACK_PAUSE}")
+            return None
+        if not _STACK.match(entry.stack):
+            problems.append(
+                f"{key}.stack: {entry.stack[:64]!r} is not a stack name "
+                "(letters, digits, _ . -, starting with a letter or digit)"
+            )
+            return None
+        return entry.stack
+    project = entry.compose_project or name
+    if not _COMPOSE_PROJECT.match(project):
+        problems.append(
+            f"{key}.compose_project: {project[:64]!r} is not a Compose project name "
+            "(lowercase letters, digits, _ and -, starting with a letter or digit)"
+        )
+        return None
+    return project
+
+
 def load_environments(path: Path) -> dict[str, Environment]:
     """Read and check the whole file; every problem is reported, one line each."""
     try:
@@ -254,14 +298,29 @@ def load_environments(path: Path) -> dict[str, Environment]:
         mode = mode_problem(entry.strategy, entry.cutover_mode)
         if mode:
             problems.append(f"environments.{name}.cutover_mode: {mode}")
+        workload = _workload(name, entry, problems)
+        endpoint = check_endpoint(
+            f"environments.{name}",
+            entry.docker_endpoint,
+            {
+                "docker_tls_ca": entry.docker_tls_ca,
+                "docker_tls_cert": entry.docker_tls_cert,
+                "docker_tls_key": entry.docker_tls_key,
+            },
+            entry.docker_tls,
+            base,
+            problems,
+        )
         env_file_values = _read_env_file(env_file)
         url = _database_url(name, entry, env_file_values, problems)
         secrets = _monitoring_problems_and_secrets(name, entry, env_file_values, problems)
-        if url is None or mode:
+        if url is None or mode or workload is None:
             continue
         environments[name] = Environment(
             name=name,
-            compose_project=entry.compose_project or name,
+            compose_project=workload if entry.stack is None else None,
+            stack=entry.stack,
+            docker_endpoint=endpoint,
             database_url=SecretStr(url),
             database_display=mask_password(url),
             backups_dir=backups_dir,

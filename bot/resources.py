@@ -5,25 +5,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import aiodocker
 import aiohttp
 import asyncpg
 
+from bot.docker_endpoints import open_docker_clients
 from bot.logs import configured_secrets
 from bot.settings import Settings
 from services.bundle import Services
-from services.containers import DockerRuntime
 from services.environments import Environment
 from services.errors import ConfigError, DatabaseError
 from services.git import deployed_commit_reader
 from services.pgtools import asyncpg_url, find_pg_tools, installed_tool_sets, mask_password
 from services.run_store import RunStore, migrate
+from services.runtimes import route_environments
 from services.scrub import Scrubber
 
 STORE_COMMAND_SECONDS = 60.0
-# Reaching the engine's socket; each call's own deadline is the runtime's (per environment).
-# No total: the events stream the stop step follows stays open as long as it needs.
-DOCKER_CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 
 
 async def open_store_pool(settings: Settings) -> asyncpg.Pool:
@@ -57,18 +54,13 @@ async def open_services(
         pool = await open_store_pool(settings)
         stack.push_async_callback(pool.close)
         await migrate(pool)
-        docker = aiodocker.Docker(timeout=DOCKER_CLIENT_TIMEOUT)
-        stack.push_async_callback(docker.close)
+        # One client per engine; the router sends each environment's calls to its own.
+        clients = await open_docker_clients(stack, environments)
         http = aiohttp.ClientSession()
         stack.push_async_callback(http.close)
         yield Services(
             environments=environments,
-            runtime=DockerRuntime(
-                docker,
-                deadlines={
-                    e.compose_project: e.timeouts.docker_seconds for e in environments.values()
-                },
-            ),
+            runtime=route_environments(environments, clients),
             http=http,
             tools=tools,
             store=RunStore(pool),

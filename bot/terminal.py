@@ -24,6 +24,7 @@ from services import humanize
 from services.backup_now import TakenBackup
 from services.backups import Backup
 from services.code_rollback import CodeRollbackPlan, waits_for_version
+from services.containers import Container
 from services.environments import Strategy
 from services.events import STEP_LABELS, EventKind, Step, StepEvent, expected_steps, planned_steps
 from services.full_rollback import HEALTH_NOTE, FullRollbackPlan
@@ -101,9 +102,14 @@ def plan_rows(plan: RollbackPlan) -> list[tuple[str, str]]:
         ),
         (
             "containers",
-            f"{len(plan.containers)} of Compose project {shown(env.compose_project)}:",
+            (
+                f"{len(plan.containers)} services of Swarm stack {shown(env.stack)}"
+                if env.stack is not None
+                else f"{len(plan.containers)} of Compose project {shown(env.compose_project)}"
+            )
+            + (f" on {shown(env.docker_endpoint.url)}:" if env.docker_endpoint else ":"),
         ),
-        *(("", f"{shown(c.name)} ({c.state})") for c in plan.containers),
+        *(("", f"{shown(c.name)} ({c.state}" + _replicas(c) + ")") for c in plan.containers),
     ]
     steps = planned_steps(plan.strategy.value, plan.cutover_mode.value)
     kept = " (a dump of the old database, which is also kept)"
@@ -119,6 +125,12 @@ def plan_rows(plan: RollbackPlan) -> list[tuple[str, str]]:
 
 # Where the downtime starts, per cut-over mode.
 _DOWN_SINCE = {"pause": "containers paused", "keep": "cut-over"}
+
+
+def _replicas(container: Container) -> str:
+    if container.replicas is None:
+        return ""
+    return f", {container.replicas} replica{'s' if container.replicas != 1 else ''}"
 
 
 def plan_lines(plan: RollbackPlan) -> list[str]:

@@ -1,8 +1,13 @@
-"""The environment's containers: a small runtime interface, and its Docker (aiodocker) version."""
+"""The environment's containers: a small runtime interface, and its Docker Compose version.
+
+Swarm stacks (services/swarm.py) and engines other than the local one (services/runtimes.py)
+are behind the same interface.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -30,10 +35,19 @@ class Container:
     state: str  # Docker's: running, exited, created, paused, restarting, dead
     health: str | None = None  # healthy / unhealthy / starting when the image defines a check
     project: str = ""  # its Compose project: whose deadline applies to calls about it
+    # A Swarm service: the replicas it is set to; in what a stop returns, the count it had
+    # (what start scales it back to). None for a container.
+    replicas: int | None = None
 
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+    @property
+    def to_stop(self) -> bool:
+        """What a stop brings down: a running container, or a service set to run even while
+        its tasks are still starting (left alone, they would come up mid-restore)."""
+        return self.running or bool(self.replicas)
 
 
 @dataclass(frozen=True)
@@ -45,9 +59,12 @@ class ContainerOutcome:
 
 
 class Runtime(Protocol):
-    """What the workflow needs from wherever the environment runs (Docker today)."""
+    """What the workflow needs from wherever the environment runs; `project` is an
+    environment's `workload` (its Compose project, or where its stack runs)."""
 
-    async def ping(self) -> None: ...
+    async def ping(self, project: str | None = None) -> None:
+        """The engine that runs `project` answers (None: every engine this runtime uses)."""
+        ...
 
     async def containers(self, project: str) -> list[Container]: ...
 
@@ -70,26 +87,38 @@ class Runtime(Protocol):
         ...
 
 
-def _translate(error: BaseException) -> ContainerError:
+def translate(error: BaseException) -> ContainerError:
+    """An engine or connection error as the service boundary reports it."""
     if isinstance(error, aiodocker.DockerError):
+        if error.status == 900:  # aiodocker's "Cannot connect to Docker Engine via …"
+            return EngineUnavailable(str(error.message))
         message = error.message if isinstance(error.message, str) else str(error.message)
         return ContainerError(f"Docker: {message}")
     return EngineUnavailable(str(error) or type(error).__name__)
 
 
-_ENGINE_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError)
+ENGINE_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError)
 
 # The engine's 409 when a container already is as asked: a pause or thaw run twice (a
 # retry, recovery after a kill) is done, not failed.
 _ALREADY = {"pause": "is already paused", "unpause": "is not paused"}
 
 
-class DockerRuntime:
-    """Compose projects on one Docker engine; the aiodocker client is owned by the caller.
+async def bounded(call: Awaitable[T], seconds: float, what: str) -> T:
+    """One call to an engine under its deadline: a hung engine is an ordinary failure."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await call
+    except TimeoutError:
+        raise DeadlineExceeded(f"the Docker engine did not answer ({what})", seconds) from None
 
-    Every call to the engine has a deadline: `deadlines` per Compose project (the
-    environment's `timeouts.docker_seconds`), else `default_seconds`; a stop adds its grace
-    period. A hung engine is then an ordinary DeadlineExceeded, never a wait forever.
+
+class EngineRuntime:
+    """A runtime on one Docker engine, whose aiodocker client is owned by the caller.
+
+    Every call to the engine has a deadline: `deadlines` per project (the environment's
+    `timeouts.docker_seconds`), else `default_seconds`. A hung engine is then an ordinary
+    DeadlineExceeded, never a wait forever.
     """
 
     def __init__(
@@ -102,38 +131,38 @@ class DockerRuntime:
         self._docker = docker
         self._deadlines = dict(deadlines or {})
         self._default_seconds = default_seconds
-        # Stop calls still finishing in the engine after the processes died.
-        self._pending: dict[str, asyncio.Future[ContainerOutcome]] = {}
 
     def _seconds(self, project: str) -> float:
         return self._deadlines.get(project, self._default_seconds)
 
-    @staticmethod
-    async def _bounded(call: Awaitable[T], seconds: float, what: str) -> T:
-        try:
-            async with asyncio.timeout(seconds):
-                return await call
-        except TimeoutError:
-            raise DeadlineExceeded(f"the Docker engine did not answer ({what})", seconds) from None
 
-    async def ping(self) -> None:
+class DockerRuntime(EngineRuntime):
+    """Compose projects on one Docker engine (deadlines per Compose project; a stop adds
+    its grace period)."""
+
+    @functools.cached_property
+    def _pending(self) -> dict[str, asyncio.Future[ContainerOutcome]]:
+        """Stop calls still finishing in the engine after the processes died."""
+        return {}
+
+    async def ping(self, project: str | None = None) -> None:
         try:
-            await self._bounded(self._docker.version(), self._default_seconds, "version")
-        except _ENGINE_ERRORS as error:
+            await bounded(self._docker.version(), self._default_seconds, "version")
+        except ENGINE_ERRORS as error:
             raise EngineUnavailable(str(error) or type(error).__name__) from error
 
     async def containers(self, project: str) -> list[Container]:
         """The project's service containers (one-off `run` containers excluded), by name."""
         try:
-            found = await self._bounded(
+            found = await bounded(
                 self._docker.containers.list(
                     all=True, filters={"label": [f"{PROJECT_LABEL}={project}"]}
                 ),
                 self._seconds(project),
                 f"listing the containers of {project}",
             )
-        except _ENGINE_ERRORS as error:
-            raise _translate(error) from error
+        except ENGINE_ERRORS as error:
+            raise translate(error) from error
         containers = [self._describe(item._container) for item in found]
         return sorted((c for c in containers if c is not None), key=lambda c: (c.service, c.name))
 
@@ -166,17 +195,17 @@ class DockerRuntime:
             if action == "stop":
                 # The engine sends SIGTERM, then SIGKILL after `t` seconds.
                 grace = max(1, round(timeout))
-                await self._bounded(handle.stop(t=grace), grace + seconds, f"stop {container.name}")
+                await bounded(handle.stop(t=grace), grace + seconds, f"stop {container.name}")
             else:
                 call = {"start": handle.start, "pause": handle.pause, "unpause": handle.unpause}
-                await self._bounded(call[action](), seconds, f"{action} {container.name}")
+                await bounded(call[action](), seconds, f"{action} {container.name}")
         except DeadlineExceeded as error:
             return ContainerOutcome(container, False, time.monotonic() - began, str(error))
-        except _ENGINE_ERRORS as error:
+        except ENGINE_ERRORS as error:
             if action in _ALREADY and _ALREADY[action] in str(getattr(error, "message", "")):
                 return ContainerOutcome(container, True, time.monotonic() - began)
             return ContainerOutcome(
-                container, False, time.monotonic() - began, str(_translate(error))
+                container, False, time.monotonic() - began, str(translate(error))
             )
         return ContainerOutcome(container, True, time.monotonic() - began)
 
@@ -251,11 +280,11 @@ class DockerRuntime:
     async def logs(self, container: Container, lines: int) -> str:
         try:
             handle = self._docker.containers.container(container.id)
-            chunks = await self._bounded(
+            chunks = await bounded(
                 handle.log(stdout=True, stderr=True, tail=str(lines)),
                 self._seconds(container.project),
                 f"logs of {container.name}",
             )
-        except _ENGINE_ERRORS as error:
-            raise _translate(error) from error
+        except ENGINE_ERRORS as error:
+            raise translate(error) from error
         return "".join(chunks)  # undecodable bytes were dropped by aiodocker

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from services import names
 from services.errors import InvalidName
 
+COMPOSE_LABEL = "com.docker.compose.project"
+STACK_LABEL = "com.docker.stack.namespace"
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
 
@@ -27,6 +29,13 @@ class CutoverMode(StrEnum):
     STOP = "stop"  # the runbook's: stopped, started again after (the application boots)
     PAUSE = "pause"  # frozen (docker pause) and thawed after: no boot, requests wait
     KEEP = "keep"  # untouched: its sessions are ended at the rename and it reconnects
+
+
+# A stack's tasks run on whichever nodes Swarm chose; the manager's API cannot freeze them.
+STACK_PAUSE = (
+    "pause freezes containers through their own engine, and a Swarm stack's tasks run on "
+    "the swarm's nodes: use keep (with swap) or stop"
+)
 
 
 def mode_problem(strategy: Strategy, mode: CutoverMode) -> str | None:
@@ -76,6 +85,33 @@ class Timeouts(BaseModel):
     dump_seconds: float = Field(default=3600.0, gt=0)  # pg_dump (safety backup, old database)
     restore_seconds: float = Field(default=3600.0, gt=0)  # pg_restore (in place, staging)
     preflight_seconds: float = Field(default=600.0, gt=0)  # the whole pre-flight
+
+
+class DockerTls(BaseModel):
+    """Client certificates for a tcp:// engine: the CA that signed the engine's certificate,
+    and this bot's certificate and key (as `docker --tlsverify` uses them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+class DockerEndpoint(BaseModel):
+    """A Docker engine other than the local default: `unix:///path` or `tcp://host:port`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str
+    tls: DockerTls | None = None  # tcp:// without it only when the file says docker_tls = false
+
+    @property
+    def client_url(self) -> str:
+        """The address aiodocker speaks HTTP(S) to."""
+        if self.url.startswith("tcp://"):
+            return ("https://" if self.tls else "http://") + self.url.removeprefix("tcp://")
+        return self.url
 
 
 class ApprovalPolicy(BaseModel):
@@ -245,12 +281,15 @@ class MigrationsTable(BaseModel):
 
 
 class Environment(BaseModel):
-    """One environment: its Compose project, database, backups and health checks."""
+    """One environment: its Compose project or Swarm stack, database, backups and health checks."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    compose_project: str
+    # Exactly one: the containers of a Compose project, or the services of a Swarm stack.
+    compose_project: str | None = None
+    stack: str | None = None
+    docker_endpoint: DockerEndpoint | None = None  # None: the local engine (DOCKER_HOST)
     database_url: SecretStr  # full URL, password included; never printed
     database_display: str  # the URL with the password masked, safe to show
     backups_dir: Path
@@ -286,6 +325,38 @@ class Environment(BaseModel):
         if problem:
             raise ValueError(f"cutover_mode: {problem}")
         return self
+
+    @model_validator(mode="after")
+    def _one_workload(self) -> Environment:
+        if (self.compose_project is None) == (self.stack is None):
+            raise ValueError("name either compose_project or stack, exactly one")
+        if self.stack is not None and self.cutover_mode is CutoverMode.PAUSE:
+            raise ValueError(f"cutover_mode: {STACK_PAUSE}")
+        return self
+
+    @property
+    def workload(self) -> str:
+        """The name the runtime knows this environment's containers by (see
+        services/runtimes.py): the Compose project on the local engine, as it always was;
+        otherwise one that says what and where, so two hosts may both run a project `app`."""
+        if self.stack is None and self.docker_endpoint is None:
+            assert self.compose_project is not None
+            return self.compose_project
+        kind = "compose" if self.stack is None else "stack"
+        return f"{kind} {self.compose_project or self.stack} on {self.engine}"
+
+    @property
+    def engine(self) -> str:
+        return self.docker_endpoint.url if self.docker_endpoint else "the local engine"
+
+    @property
+    def workload_description(self) -> str:
+        """What the bot stops and starts, as a responder reads it."""
+        if self.stack is not None:
+            what = f"Swarm stack '{self.stack}' (label {STACK_LABEL})"
+        else:
+            what = f"Compose project '{self.compose_project}' (label {COMPOSE_LABEL})"
+        return what + (f" on {self.docker_endpoint.url}" if self.docker_endpoint else "")
 
     @property
     def database_name(self) -> str:

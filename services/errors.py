@@ -59,18 +59,30 @@ class ContainerError(RollbackError):
 
 
 class EngineUnavailable(ContainerError):
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, engine: str = "The Docker engine", hint: str = "") -> None:
         self.detail = detail
-        super().__init__(f"The Docker engine does not answer: {detail}")
+        super().__init__(f"{engine} does not answer: {detail}" + (f" ({hint})" if hint else ""))
+
+
+class EndpointUnavailable(EngineUnavailable):
+    """A configured docker_endpoint does not answer: only its environments are affected."""
+
+    def __init__(self, endpoint: str, detail: str) -> None:
+        self.endpoint = endpoint
+        tls = any(word in detail for word in ("SSL", "TLS", "certificate"))
+        super().__init__(
+            detail,
+            engine=f"Docker endpoint {endpoint}",
+            hint="TLS refused: check docker_tls_ca, docker_tls_cert and docker_tls_key"
+            if tls
+            else "",
+        )
 
 
 class NoContainers(ContainerError):
-    def __init__(self, project: str) -> None:
-        self.project = project
-        super().__init__(
-            f"No containers found for Compose project '{project}' "
-            "(label com.docker.compose.project)."
-        )
+    def __init__(self, what: str) -> None:
+        self.what = what  # the environment's workload_description
+        super().__init__(f"No containers found for {what}.")
 
 
 class DatabaseError(RollbackError):

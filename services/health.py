@@ -90,7 +90,7 @@ async def run_health_checks(
     interval = config.interval_seconds
 
     async def containers_running() -> str:
-        containers = await runtime.containers(environment.compose_project)
+        containers = await runtime.containers(environment.workload)
         down = [c.name for c in containers if not c.running or c.health == "unhealthy"]
         if down:
             raise RollbackError("not running: " + ", ".join(down))

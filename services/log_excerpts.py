@@ -129,7 +129,7 @@ async def capture(
     scrubber = services.scrubber.with_secrets(environment_secrets(environment))
     try:
         async with asyncio.timeout(CAPTURE_SECONDS):
-            containers = await services.runtime.containers(environment.compose_project)
+            containers = await services.runtime.containers(environment.workload)
             chosen = select_containers(environment, containers, failed)
             return tuple(
                 await asyncio.gather(*(_read(services.runtime, c, scrubber) for c in chosen))

@@ -381,8 +381,12 @@ async def _start_stopped(
     wanted = {**stopped, **paused}
     if not wanted:
         return
+    # A Swarm service goes back to the replica count it had, as journalled before the stop.
+    replicas = {
+        str(c["id"]): int(c["replicas"]) for c in journal.get("stopping") or [] if "replicas" in c
+    }
     try:
-        current = await services.runtime.containers(environment.compose_project)
+        current = await services.runtime.containers(environment.workload)
     except RollbackError as error:
         recovery.problems.append(f"containers not started: {error}")
         return
@@ -393,7 +397,11 @@ async def _start_stopped(
         )
     frozen = [c for c in current if c.id in paused and c.state == "paused"]
     await _bring_back(services.runtime.unpause, frozen, ("thaw", "thawed", "paused"), recovery)
-    down = [c for c in current if c.id in stopped and not c.running and c.state != "paused"]
+    down = [
+        replace(c, replicas=replicas.get(c.id, c.replicas))
+        for c in current
+        if c.id in stopped and not c.running and c.state != "paused"
+    ]
     await _bring_back(services.runtime.start, down, ("start", "started", "stopped"), recovery)
 
 
@@ -417,7 +425,7 @@ async def _bring_back(
 
 async def _state_sentence(services: Services, environment: Environment, recovery: Recovery) -> str:
     try:
-        containers: list[Container] = await services.runtime.containers(environment.compose_project)
+        containers: list[Container] = await services.runtime.containers(environment.workload)
     except RollbackError as error:
         return f"{recovery.data_sentence}; container state unknown ({error})"
     down = [c.name for c in containers if not c.running]

@@ -97,7 +97,7 @@ async def undo_rollback(
     assert old is not None and original.result is not None
     if not await swap.database_exists(target, old):
         raise RollbackError(f"The old database {old} of run {original.id} no longer exists.")
-    await services.runtime.ping()
+    await services.runtime.ping(environment.workload)
     run_record = await services.store.create_run(
         environment=environment.name,
         kind="undo",
@@ -190,7 +190,7 @@ async def _undo_plan(
     services: Services, environment: Environment, original: RunRecord
 ) -> RollbackPlan:
     """A plan-shaped description of the undo, for the shared execution steps."""
-    containers = await services.runtime.containers(environment.compose_project)
+    containers = await services.runtime.containers(environment.workload)
     now = datetime.now(UTC)
     backup_name = original.backup_name or "the backup"
     return RollbackPlan(

@@ -82,6 +82,7 @@ class RollbackPlan:
         return {
             "environment": self.environment.name,
             "compose_project": self.environment.compose_project,
+            "workload": self.environment.workload_description,
             "database": self.environment.database_display,
             "backup": self.backup.name,
             "backup_size_bytes": self.backup.size_bytes,
@@ -213,10 +214,10 @@ async def _plan_rollback(
     not a conflict with itself.
     """
     backup = await catalogue.resolve_backup(environment, backup_name)
-    await services.runtime.ping()
-    containers = await services.runtime.containers(environment.compose_project)
+    await services.runtime.ping(environment.workload)
+    containers = await services.runtime.containers(environment.workload)
     if not containers:
-        raise NoContainers(environment.compose_project)
+        raise NoContainers(environment.workload_description)
     target = target_for(services, environment)
     await database.ping(target)
     tools = await choose_tools(
@@ -402,12 +403,16 @@ def _names(containers: Sequence[Container]) -> str:
     return shown + (f" and {len(containers) - 5} more" if len(containers) > 5 else "")
 
 
-def container_refs(containers: Sequence[Container]) -> list[dict[str, str]]:
-    """Containers as the journal keeps them (id and name, each once)."""
-    seen: dict[str, str] = {}
+def container_refs(containers: Sequence[Container]) -> list[dict[str, str | int]]:
+    """Containers as the journal keeps them (id and name, each once; a Swarm service with
+    the replica count a start must scale it back to)."""
+    seen: dict[str, dict[str, str | int]] = {}
     for container in containers:
-        seen.setdefault(container.id, container.name)
-    return [{"id": cid, "name": name} for cid, name in seen.items()]
+        ref: dict[str, str | int] = {"id": container.id, "name": container.name}
+        if container.replicas is not None:
+            ref["replicas"] = container.replicas
+        seen.setdefault(container.id, ref)
+    return list(seen.values())
 
 
 class Execution:
@@ -472,8 +477,8 @@ class Execution:
     ) -> None:
         """Stop or pause the running containers, journalled first in `fact`."""
         async with self.recorder.step(step) as record:
-            current = await self.services.runtime.containers(self.env.compose_project)
-            running = [c for c in current if c.running]
+            current = await self.services.runtime.containers(self.env.workload)
+            running = [c for c in current if c.to_stop]
             # Before anything changes: whoever takes this run over brings exactly these back.
             await self.recorder.journal(step, **{fact: container_refs([*held, *running])})
             self.down_since = time.monotonic()
@@ -1083,7 +1088,7 @@ def collect_result(result: RollbackResult, recorder: StepRecorder, run: Executio
 
 async def describe_state(run: Execution) -> str:
     try:
-        containers = await run.services.runtime.containers(run.env.compose_project)
+        containers = await run.services.runtime.containers(run.env.workload)
     except RollbackError as error:
         return f"container state unknown ({error})"
     down = [c for c in containers if not c.running]

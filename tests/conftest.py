@@ -36,6 +36,7 @@ from services.database import DatabaseTarget, dump_database
 from services.environments import Environment, HealthConfig, HttpCheck, Strategy
 from services.pgtools import PgTools, mask_password
 from services.run_store import RunStore, migrate
+from tests.docker_over_tls import Certificates, make_certificates
 
 MakeComposeProject = Callable[[list[ServiceSpec]], Awaitable[ComposeProject]]
 
@@ -335,3 +336,9 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def docker_certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A CA, a server certificate for 127.0.0.1, a client certificate, and a rogue one."""
+    return make_certificates(tmp_path_factory.mktemp("docker-tls"))

@@ -20,6 +20,7 @@ from bot.cli import main
 from sandbox.demo_environment import table_checksums
 from sandbox.throwaway_postgres import ThrowawayPostgres
 from services.approvals import request_rollback
+from services.environments import Environment
 from services.permissions import NoGroups
 from services.swap import derived_from
 from tests import hostile
@@ -49,6 +50,43 @@ async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
     return process.returncode, out.decode(), err.decode()
 
 
+def environment_toml(
+    env: Environment,
+    strategy: str = "in-place",
+    *,
+    name: str | None = None,
+    keys: str = "",
+    cutover_mode: str | None = None,
+) -> str:
+    """The environment as the file writes it (`name`: under another name; `keys`: more
+    keys of its own table, such as docker_endpoint)."""
+    name = name or env.name
+    http = "\n".join(
+        f'[[environments.{name}.health.http]]\nname = "{c.name}"\nurl = "{c.url}"\n'
+        for c in env.health.http
+    )
+    workload = (
+        f'stack = "{env.stack}"' if env.stack else f'compose_project = "{env.compose_project}"'
+    )
+    mode = f'cutover_mode = "{cutover_mode}"' if cutover_mode else ""  # default: stop
+    return f"""
+[environments.{name}]
+{workload}
+database_url = "{env.database_url.get_secret_value()}"
+backups_dir = "{env.backups_dir}"
+stop_timeout_seconds = 5
+strategy = "{strategy}"
+{mode}
+{keys}
+
+[environments.{name}.health]
+deadline_seconds = 20
+interval_seconds = 0.2
+
+{http}
+"""
+
+
 def write_config(
     stage: Stage,
     folder: Path,
@@ -59,32 +97,9 @@ def write_config(
     keys: str = "",
 ) -> Path:
     """`keys`: more keys of the environment's own table; `more`: more tables."""
-    env = stage.environment
-    http = "\n".join(
-        f'[[environments.{env.name}.health.http]]\nname = "{c.name}"\nurl = "{c.url}"\n'
-        for c in env.health.http
-    )
-    mode = f'cutover_mode = "{cutover_mode}"' if cutover_mode else ""  # default: stop
     path = folder / "rollback.toml"
-    path.write_text(
-        f"""
-[environments.{env.name}]
-compose_project = "{env.compose_project}"
-database_url = "{env.database_url.get_secret_value()}"
-backups_dir = "{env.backups_dir}"
-stop_timeout_seconds = 5
-strategy = "{strategy}"
-{mode}
-{keys}
-
-[environments.{env.name}.health]
-deadline_seconds = 20
-interval_seconds = 0.2
-
-{http}
-{more}
-"""
-    )
+    text = environment_toml(stage.environment, strategy, keys=keys, cutover_mode=cutover_mode)
+    path.write_text(text + more + "\n")
     return path
 
 
