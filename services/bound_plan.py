@@ -18,10 +18,15 @@ from services.bundle import Services
 from services.workflow import RollbackPlan, plan_rollback
 
 
-def plan_hash(environment: str, backup: str, sha256: str, strategy: str) -> str:
-    """What an approval is bound to."""
-    material = json.dumps([environment, backup, sha256, strategy]).encode()
-    return hashlib.sha256(material).hexdigest()[:16]
+def plan_hash(
+    environment: str, backup: str, sha256: str, strategy: str, cutover_mode: str = "stop"
+) -> str:
+    """What an approval is bound to. The cut-over mode changes what the application sees,
+    so it counts; `stop` adds nothing, so hashes (and approvals) from before it stay valid."""
+    parts = [environment, backup, sha256, strategy]
+    if cutover_mode != "stop":
+        parts.append(cutover_mode)
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class BoundPlan:
             self.plan.backup.name,
             self.sha256,
             self.plan.strategy.value,
+            self.plan.cutover_mode.value,
         )
 
     def columns(self) -> dict[str, str | None]:
@@ -101,4 +107,7 @@ def describe_change(before: dict[str, Any], after: BoundPlan) -> str:
         reasons.append(f"the file {after.plan.backup.name} changed (its checksum differs)")
     if before.get("strategy") != after.plan.strategy.value:
         reasons.append(f"strategy {before.get('strategy')} became {after.plan.strategy.value}")
+    mode = after.plan.cutover_mode.value
+    if before.get("cutover_mode", "stop") != mode:
+        reasons.append(f"cut-over mode {before.get('cutover_mode', 'stop')} became {mode}")
     return "; ".join(reasons) or "the plan changed"

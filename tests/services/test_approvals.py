@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from services.approvals import Decision, DecisionOutcome, decide, request_rollback, sweep
-from services.environments import ApprovalPolicy, Contacts
+from services.environments import ApprovalPolicy, Contacts, CutoverMode
 from services.errors import ApprovalError, PermissionDenied, RunConflict
 from services.run_store import RunStatus
 from tests.services.conftest import Stage
@@ -65,6 +65,36 @@ async def test_concurrent_approvals_grant_exactly_once(stage: Stage) -> None:
         )
     assert conflict.value.requested_by == "U0ALICE"
     await stage.services.store.update(outcome.run.id, status=RunStatus.CANCELLED)
+
+
+async def test_a_cut_over_mode_changed_before_the_approval_voids_it(stage: Stage) -> None:
+    """The mode decides what the application sees (stopped, frozen): an approval of the
+    plan with `stop` does not start a run that would `pause` (the bot restarted with a new
+    environments file between the request and the click)."""
+    stage = with_policy(stage)
+    outcome = await request_rollback(
+        stage.services,
+        GROUPS,
+        environment=stage.environment.name,
+        backup=None,
+        requested_by="U0ALICE",
+    )
+    assert outcome.run.plan["cutover_mode"] == "stop"
+    paused = stage.with_environment(cutover_mode=CutoverMode.PAUSE)
+
+    clicked = await decide(
+        paused.services, GROUPS, run_id=outcome.run.id, user="U0BOB", decision=Decision.APPROVE
+    )
+
+    assert clicked.start is None and not clicked.counted
+    assert clicked.note is not None and "cut-over mode stop became pause" in clicked.note
+    run = await stage.services.store.get(outcome.run.id)
+    assert run.status is RunStatus.AWAITING_APPROVAL and run.plan["cutover_mode"] == "pause"
+    again = await decide(
+        paused.services, GROUPS, run_id=run.id, user="U0BOB", decision=Decision.APPROVE
+    )
+    assert again.start is not None  # the new plan, approved as shown
+    await stage.services.store.update(run.id, status=RunStatus.CANCELLED)
 
 
 async def test_policy_requesters_approvers_and_self_approval(stage: Stage) -> None:
