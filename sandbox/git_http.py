@@ -133,11 +133,15 @@ class GitHttpServer:
     async def __aenter__(self) -> GitHttpServer:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+        except BaseException:
+            await runner.cleanup()  # __aexit__ is not called when __aenter__ raises
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
         return self
 
     async def __aexit__(
@@ -146,5 +150,6 @@ class GitHttpServer:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import socket
 import tempfile
 import time
 import uuid
@@ -29,7 +28,7 @@ from typing import Any
 import aiodocker
 from aiodocker.exceptions import DockerError
 
-from sandbox.demo_environment import WEB_PORT, DemoEnvironmentError
+from sandbox.demo_environment import WEB_PORT, DemoEnvironmentError, _free_port
 
 STACK_LABEL = "com.docker.stack.namespace"
 OWNED_LABEL = "rollback-sandbox.swarm"  # on the node: this swarm was made by swarm_mode
@@ -153,12 +152,6 @@ class Stack:
 
     def full_name(self, service: str) -> str:
         return f"{self.name}_{service}"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def create_stack(
