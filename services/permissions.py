@@ -74,6 +74,15 @@ def _rule(*roles: Role, what: str, refusal: str, **flags: bool) -> Rule:
 _APPROVER_ONLY = "you are not an approver of {env}"
 _READ = (Role.ANYONE, Role.OPERATOR)
 
+
+def _changes_again(what: str, *roles: Role) -> Rule:
+    """An action that changes the environment again after its rollback: the same
+    approvals as the rollback itself, never by the run's requester."""
+    return _rule(
+        Role.APPROVER, *roles, what=what, refusal=_APPROVER_ONLY, own_run_refused=True, gated=True
+    )
+
+
 PERMISSIONS: Mapping[Action, Rule] = MappingProxyType(
     {
         Action.REQUEST: _rule(
@@ -106,30 +115,9 @@ PERMISSIONS: Mapping[Action, Rule] = MappingProxyType(
         ),
         # Undoing, resuming or aborting changes the live database again: the same
         # approvals as the rollback itself.
-        Action.UNDO: _rule(
-            Role.APPROVER,
-            Role.OPERATOR,
-            what="undo this rollback",
-            refusal=_APPROVER_ONLY,
-            own_run_refused=True,
-            gated=True,
-        ),
-        Action.RESUME: _rule(
-            Role.APPROVER,
-            Role.OPERATOR,
-            what="resume this rollback",
-            refusal=_APPROVER_ONLY,
-            own_run_refused=True,
-            gated=True,
-        ),
-        Action.ABORT: _rule(
-            Role.APPROVER,
-            Role.OPERATOR,
-            what="abort this rollback",
-            refusal=_APPROVER_ONLY,
-            own_run_refused=True,
-            gated=True,
-        ),
+        Action.UNDO: _changes_again("undo this rollback", Role.OPERATOR),
+        Action.RESUME: _changes_again("resume this rollback", Role.OPERATOR),
+        Action.ABORT: _changes_again("abort this rollback", Role.OPERATOR),
         # A backup changes nothing but the backups folder: whoever may request a rollback.
         Action.BACKUP: _rule(
             Role.REQUESTER,
@@ -139,20 +127,8 @@ PERMISSIONS: Mapping[Action, Rule] = MappingProxyType(
         ),
         # After a full rollback's code half failed: push the approved plan again, or put
         # the database back; each changes the environment again, as the rollback did.
-        Action.RETRY_CODE: _rule(
-            Role.APPROVER,
-            what="retry this code rollback",
-            refusal=_APPROVER_ONLY,
-            own_run_refused=True,
-            gated=True,
-        ),
-        Action.UNDO_DATABASE: _rule(
-            Role.APPROVER,
-            what="undo this database rollback",
-            refusal=_APPROVER_ONLY,
-            own_run_refused=True,
-            gated=True,
-        ),
+        Action.RETRY_CODE: _changes_again("retry this code rollback"),
+        Action.UNDO_DATABASE: _changes_again("undo this database rollback"),
         Action.STATUS: _rule(*_READ, what="see the status", refusal="reading is not allowed"),
         Action.HISTORY: _rule(*_READ, what="see the history", refusal="reading is not allowed"),
         Action.BACKUPS: _rule(*_READ, what="list the backups", refusal="reading is not allowed"),
