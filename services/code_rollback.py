@@ -38,6 +38,7 @@ from services.git import (
     display_url,
     execute_code_rollback,
     plan_code_rollback,
+    run_marker,
     wait_for_version,
 )
 from services.git.working_copy import open_working_copy
@@ -321,7 +322,7 @@ def _run_commit_on_branch(
 ) -> str | None:
     """The newest revert commit naming `run_id` on the remote branch, above the tip the plan
     was built on (others may have pushed after it); None if the run pushed nothing."""
-    marker = f"rollback-bot run {run_id}, requested by"
+    marker = run_marker(run_id)
     with open_working_copy(target, credentials) as copy:
         commit = copy.fetch()
         for _ in range(target.max_revert_commits + 1000):  # bounded: a long-lived branch

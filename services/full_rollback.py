@@ -46,7 +46,7 @@ from services.code_rollback import (
 from services.environments import Environment, Strategy
 from services.errors import BranchMoved, NothingToRevert, RevertConflict, RollbackError
 from services.events import Listener
-from services.git import CodePlan, same_commit
+from services.git import same_commit
 from services.permissions import Action
 from services.provenance import read_provenance, schema_mismatch
 from services.run_store import RunKind, RunRecord, RunStatus
@@ -322,8 +322,9 @@ async def retry_code_half(
     nothing pushed, if the branch moved since): then the version wait and health."""
     run = await failed_half(services, run_id, Action.RETRY_CODE)
     environment = services.environment(run.environment)
-    code = CodePlan.from_summary(run.plan["code"])
-    plan = CodeRollbackPlan(environment, code, run.requested_at)
+    plan = code_plan_of(run, environment)
+    if plan is None:
+        raise RollbackError(f"Run {run.id} recorded no code plan.")
     retry = await services.store.create_run(
         environment=environment.name,
         kind=RunKind.CODE.value,

@@ -11,7 +11,6 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
-    ConfirmObject,
     MarkdownTextObject,
     SectionBlock,
 )
@@ -21,6 +20,7 @@ from handlers.messages.text import (
     MAX_FIELD_TEXT,
     MAX_SECTION_TEXT,
     code,
+    confirm,
     escape,
     join_limited,
     mention,
@@ -185,12 +185,6 @@ def halves_section(view: RunView) -> SectionBlock | None:
     )
 
 
-def _confirm(title: str, text: str, yes: str) -> ConfirmObject:
-    return ConfirmObject(
-        title=title, text=MarkdownTextObject(text=truncate(text, 300)), confirm=yes, deny="Back"
-    )
-
-
 def follow_up_block(view: RunView) -> ActionsBlock | None:
     """Retry code rollback / Undo database rollback, while they are still to be done."""
     result = view.run.result or {}
@@ -208,7 +202,7 @@ def follow_up_block(view: RunView) -> ActionsBlock | None:
                 text="Retry code rollback",
                 value=view.run.id,
                 style="primary",
-                confirm=_confirm(
+                confirm=confirm(
                     "Retry the code rollback?",
                     f"This pushes the approved revert to {branch} again (refused, nothing "
                     f"pushed, if the branch moved since); the database of {env} stays as it is.",
@@ -223,7 +217,7 @@ def follow_up_block(view: RunView) -> ActionsBlock | None:
                 text="Undo database rollback",
                 value=view.run.id,
                 style="danger",
-                confirm=_confirm(
+                confirm=confirm(
                     "Undo the database rollback?",
                     f"This puts the pre-rollback data of {env} back (the old database swapped "
                     "back, or the safety backup restored); the code stays as it is.",

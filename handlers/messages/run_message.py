@@ -14,7 +14,6 @@ from slack_sdk.models.blocks import (
     Block,
     ButtonElement,
     CheckboxesElement,
-    ConfirmObject,
     ContextBlock,
     HeaderBlock,
     MarkdownTextObject,
@@ -38,6 +37,7 @@ from handlers.messages.text import (
     MAX_OPTION_TEXT,
     MAX_SECTION_TEXT,
     code,
+    confirm,
     escape,
     join_limited,
     mention,
@@ -315,12 +315,6 @@ def _checklist_blocks(view: RunView) -> list[Block]:
     ]
 
 
-def _confirm(title: str, text: str, yes: str) -> ConfirmObject:
-    return ConfirmObject(
-        title=title, text=MarkdownTextObject(text=truncate(text, 300)), confirm=yes, deny="Back"
-    )
-
-
 def _approve_text(view: RunView) -> str:
     # The confirm text is mrkdwn too: a name there must not become a mention (issue 8).
     env = escape(truncate(view.run.environment, 60))
@@ -348,20 +342,20 @@ def _decision_block(view: RunView) -> ActionsBlock:
                 text="Approve",
                 value=value,
                 style="primary",
-                confirm=_confirm("Approve the rollback?", _approve_text(view), "Approve"),
+                confirm=confirm("Approve the rollback?", _approve_text(view), "Approve"),
             ),
             ButtonElement(
                 action_id=ActionId.REJECT,
                 text="Reject",
                 value=value,
                 style="danger",
-                confirm=_confirm("Reject the rollback?", f"Nothing happens to {env}.", "Reject"),
+                confirm=confirm("Reject the rollback?", f"Nothing happens to {env}.", "Reject"),
             ),
             ButtonElement(
                 action_id=ActionId.CANCEL,
                 text="Cancel",
                 value=value,
-                confirm=_confirm("Cancel the request?", f"Nothing happens to {env}.", "Cancel it"),
+                confirm=confirm("Cancel the request?", f"Nothing happens to {env}.", "Cancel it"),
             ),
         ],
     )
@@ -427,7 +421,7 @@ def _undo_block(view: RunView) -> ActionsBlock | None:
                 text="Undo rollback",
                 value=view.run.id,
                 style="danger",
-                confirm=_confirm(
+                confirm=confirm(
                     "Undo the rollback?",
                     f"This {_UNDO_HOLD[view.environment.cutover_mode.value]} {env} for a moment "
                     "and swaps the pre-rollback database back in. Data written since the "
@@ -484,14 +478,14 @@ def _recovery_blocks(view: RunView) -> list[Block]:
                     text="Resume",
                     value=view.run.id,
                     style="primary",
-                    confirm=_confirm("Resume the rollback?", f"Resume {resume_text}.", "Resume"),
+                    confirm=confirm("Resume the rollback?", f"Resume {resume_text}.", "Resume"),
                 ),
                 ButtonElement(
                     action_id=ActionId.ABORT,
                     text="Abort and restore",
                     value=view.run.id,
                     style="danger",
-                    confirm=_confirm(
+                    confirm=confirm(
                         f"Abort the rollback of {env}?", f"Abort {abort_text}.", "Abort"
                     ),
                 ),

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from slack_sdk.models.blocks import Block
+from slack_sdk.models.blocks import Block, ConfirmObject, MarkdownTextObject
 
 from services.names import visible
 
@@ -57,6 +57,13 @@ def mention(principal: str) -> str:
 
 def mentions(principals: Sequence[str]) -> str:
     return ", ".join(mention(p) for p in principals) if principals else "nobody"
+
+
+def confirm(title: str, text: str, yes: str) -> ConfirmObject:
+    """A button's confirmation dialog; `text` is mrkdwn, escaped by the caller."""
+    return ConfirmObject(
+        title=title, text=MarkdownTextObject(text=truncate(text, 300)), confirm=yes, deny="Back"
+    )
 
 
 def clock(at: datetime) -> str:

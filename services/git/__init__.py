@@ -31,7 +31,13 @@ from services.git.deployed import (
     wait_for_version,
 )
 from services.git.execute import CodeResult, execute_code_rollback
-from services.git.plan import CodePlan, CommitInfo, plan_code_rollback, revert_message
+from services.git.plan import (
+    CodePlan,
+    CommitInfo,
+    plan_code_rollback,
+    revert_message,
+    run_marker,
+)
 from services.git.remote_url import display_url, scrub, url_problems
 from services.git.target import describe_target
 
@@ -51,6 +57,7 @@ __all__ = [
     "plan_code_rollback",
     "reported_version",
     "revert_message",
+    "run_marker",
     "same_commit",
     "scrub",
     "url_problems",

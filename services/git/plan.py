@@ -80,10 +80,15 @@ def revert_body(commit: CommitInfo) -> str:
     return f'Revert "{commit.subject}"\n\n{reverts}.\n'
 
 
+def run_marker(run_id: str) -> str:
+    """The part of a revert message that names the run (recovery looks for it)."""
+    return f"rollback-bot run {names.visible(run_id)}, requested by"
+
+
 def revert_message(body: str, run_id: str, requester: str) -> str:
     """`body` with the line naming the run and who asked for it."""
     who = names.visible(requester)[:MAX_REQUESTER_CHARS]
-    return f"{body}\nRolled back by rollback-bot run {names.visible(run_id)}, requested by {who}.\n"
+    return f"{body}\nRolled back by {run_marker(run_id)} {who}.\n"
 
 
 @dataclass(frozen=True)
