@@ -185,8 +185,7 @@ class _Watcher:
         self.lost = asyncio.Event()
         self.target = target_for(services, self.environment)
         # A probe's error goes to Slack and the audit log: never with a secret in it.
-        secrets = log_excerpts.environment_secrets(self.environment)
-        self.scrubber = services.scrubber.with_secrets(secrets)
+        self.scrubber = log_excerpts.environment_scrubber(services, self.environment)
 
     def failed(self, result: CheckResult) -> FailedCheck:
         return FailedCheck(result.name, self.scrubber.scrub_all(result.detail))
