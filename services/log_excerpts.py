@@ -67,6 +67,12 @@ def environment_secrets(environment: Environment) -> list[str]:
     return [s for s in (password, *(v.get_secret_value() for v in environment.secrets)) if s]
 
 
+def environment_scrubber(services: Services, environment: Environment) -> Scrubber:
+    """The bot's scrubber with the environment's secrets too: for any text its containers,
+    probes or database may have written."""
+    return services.scrubber.with_secrets(environment_secrets(environment))
+
+
 def select_containers(
     environment: Environment, containers: Sequence[Container], failed: Iterable[CheckResult]
 ) -> list[Container]:
@@ -126,7 +132,7 @@ async def capture(
 ) -> tuple[LogExcerpt, ...]:
     """The failing containers' last lines; never raises for the engine's sake (the health
     failure matters more than its logs): what could not be read is logged or says why."""
-    scrubber = services.scrubber.with_secrets(environment_secrets(environment))
+    scrubber = environment_scrubber(services, environment)
     try:
         async with asyncio.timeout(CAPTURE_SECONDS):
             containers = await services.runtime.containers(environment.workload)

@@ -28,7 +28,6 @@ from datetime import UTC, datetime, timedelta
 
 from services import log_context, log_excerpts
 from services.bundle import Services
-from services.database import DatabaseTarget
 from services.environments import Environment
 from services.health import CheckResult, run_health_checks
 from services.log_excerpts import LogExcerpt
@@ -44,6 +43,7 @@ from services.monitor_events import (
 )
 from services.run_store import RunRecord, RunStatus
 from services.watch_store import WatchRecord, WatchStore
+from services.workflow import target_for
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +183,9 @@ class _Watcher:
         self.store = _store(services)
         self.lease = lease_seconds(watch.interval_seconds)
         self.lost = asyncio.Event()
-        url = self.environment.database_url.get_secret_value()
-        self.target = DatabaseTarget(url, services.tools, self.environment.timeouts)
+        self.target = target_for(services, self.environment)
         # A probe's error goes to Slack and the audit log: never with a secret in it.
-        secrets = log_excerpts.environment_secrets(self.environment)
-        self.scrubber = services.scrubber.with_secrets(secrets)
+        self.scrubber = log_excerpts.environment_scrubber(services, self.environment)
 
     def failed(self, result: CheckResult) -> FailedCheck:
         return FailedCheck(result.name, self.scrubber.scrub_all(result.detail))

@@ -66,5 +66,6 @@ def monitoring_reply(event: MonitorEvent) -> tuple[list[Block], str] | None:
         )
         return [_section(text)], text
     if event.kind is MonitorKind.ENDED and event.line:
-        return [_section(f"🏁 {escape(event.line)}")], event.line
+        line = escape(event.line)  # the fallback text is mrkdwn too: no mention from a probe
+        return [_section(f"🏁 {line}")], line
     return None
