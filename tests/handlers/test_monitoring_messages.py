@@ -6,9 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from handlers.messages.log_excerpt import log_excerpt_blocks
+from handlers.messages.monitoring import monitoring_reply
 from handlers.messages.text import MAX_SECTION_TEXT
 from services.log_excerpts import LOG_BYTES, LogExcerpt, bounded_lines
 from services.monitor_events import MonitorKind, Outcome, monitoring_state, report_line
+from services.monitoring import MonitorEvent, Watch
 from services.run_store import EventRecord
 from services.scrub import Scrubber
 
@@ -88,3 +90,20 @@ def test_the_report_line_of_a_window_degraded_twice() -> None:
         "Monitoring 10 min: degraded 2 times, first at 12:03 UTC (web: HTTP 502, expected "
         "200), 3 min 40 s in all; still failing at the end"
     )
+
+
+def test_the_end_line_cannot_mention_anyone_in_blocks_or_fallback() -> None:
+    """The line carries a probe's error text: `<!channel>` in it stays text in both places
+    Slack reads as markup (the blocks and the notification's fallback)."""
+    start = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    watch = Watch("rb-1", "production", start, start + timedelta(minutes=10), 30)
+    line = "Monitoring 10 min: degraded at 12:03 UTC (web: <!channel> & <@U0EVE>)"
+
+    reply = monitoring_reply(MonitorEvent(watch, MonitorKind.ENDED, line=line))
+
+    assert reply is not None
+    blocks, fallback = reply
+    shown = json.dumps([block.to_dict() for block in blocks])
+    for text in (shown, fallback):
+        assert "<!channel>" not in text and "<@U0EVE>" not in text
+        assert "&lt;!channel&gt; &amp; &lt;@U0EVE&gt;" in text
